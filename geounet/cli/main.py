@@ -1,0 +1,34 @@
+"""The ``geounet`` command group.
+
+Subcommands live in their own modules and import the library inside the command body, so
+``geounet --help`` does not import torch, geopandas or torchgeo.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from geounet import __version__
+from geounet.cli.demo import demo
+from geounet.cli.tile import tile
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(__version__, prog_name="geounet")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """geounet: turn multispectral satellite scenes into maps with the U-Net family.
+
+    Stages: tile -> train -> predict -> vectorize -> evaluate. Each command takes
+    --config JOB.yaml plus flags that override its fields.
+    """
+    level = logging.WARNING - 10 * min(verbose + 1, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.captureWarnings(True)
+
+
+cli.add_command(tile)
+cli.add_command(demo)

@@ -1,0 +1,136 @@
+"""Configuration models: YAML job files are validated here, then become keyword arguments.
+
+Every model forbids unknown keys (a typo fails with the field's name) and validates ranges.
+Relative paths in a YAML file are resolved against the file's folder, so a job folder can be
+moved as a whole. Library functions never see these models: ``to_kwargs``-style methods turn
+them into the explicit arguments the stage functions take.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from geounet.errors import ConfigError
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TileConfig(_Model):
+    """The ``tile`` section of a job (the options of ``geounet tile``)."""
+
+    scene: list[Path] = Field(description="one multi-band raster, or single-band files to stack")
+    out: Path = Field(description="output chips folder")
+    labels: Path | None = Field(None, description="polygons (GPKG/GeoJSON/SHP) or a class raster")
+    class_column: str | None = Field(None, description="label attribute holding the class values")
+    class_map: Path | None = Field(None, description="YAML mapping attribute values to classes")
+    chip_size: int = Field(256, ge=8, le=8192, description="chip side in pixels")
+    stride: int | None = Field(None, ge=1, description="step between chips (default: chip_size)")
+    edge: Literal["shift", "pad"] = Field("shift", description="last chip shifted inward or padded")
+    max_nodata_fraction: float = Field(0.5, ge=0.0, le=1.0, description="skip chips above this")
+    split_fractions: tuple[float, float, float] = Field(
+        (0.7, 0.15, 0.15), description="train, val, test fractions of spatial blocks"
+    )
+    split_block_chips: int = Field(2, ge=1, description="side of a split block, in chips")
+    seed: int = Field(0, description="seed of the split draw")
+    compress: Literal["zstd", "deflate", "lzw", "none"] = Field("zstd", description="chip codec")
+    workers: int | None = Field(None, ge=1, description="threads (default: one per CPU)")
+
+    @field_validator("scene")
+    @classmethod
+    def _some_scene(cls, value: list[Path]) -> list[Path]:
+        if not value:
+            raise ValueError("give at least one scene file")
+        return value
+
+    @model_validator(mode="after")
+    def _stride_fits(self) -> TileConfig:
+        if self.stride is not None and self.stride > self.chip_size:
+            raise ValueError(f"stride {self.stride} > chip_size {self.chip_size} leaves gaps")
+        return self
+
+    def tiling_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`geounet.tiling.tile_scene` (options built here)."""
+        from geounet.classes import ClassMap
+        from geounet.tiling import TilingOptions
+
+        options = TilingOptions(
+            chip_size=self.chip_size,
+            stride=self.stride,
+            edge=self.edge,
+            max_nodata_fraction=self.max_nodata_fraction,
+            split_fractions=self.split_fractions,
+            split_block_chips=self.split_block_chips,
+            seed=self.seed,
+            compress=self.compress,
+            workers=self.workers,
+        )
+        class_map = ClassMap.from_yaml(self.class_map) if self.class_map else None
+        return {
+            "scene_paths": [str(p) for p in self.scene],
+            "out_dir": self.out,
+            "labels": self.labels,
+            "class_map": class_map,
+            "class_column": self.class_column,
+            "options": options,
+        }
+
+
+_PATH_FIELDS = {"scene", "out", "labels", "class_map"}
+
+
+def _resolve_paths(section: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Make relative paths of a YAML section relative to the YAML file's folder."""
+    out = dict(section)
+    for key in _PATH_FIELDS & set(out):
+        value = out[key]
+        if value is None:
+            continue
+        if isinstance(value, list):
+            out[key] = [str(base / v) if not Path(v).is_absolute() else v for v in value]
+        elif not Path(str(value)).is_absolute():
+            out[key] = str(base / str(value))
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, with errors naming the file."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {p}: {exc.strerror}.") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {p} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {p} must be a YAML mapping of sections (e.g. 'tile:').")
+    return data
+
+
+def load_section(
+    path: str | Path | None, section: str, overrides: dict[str, Any], model: type[_Model]
+) -> Any:
+    """Build a section model from a YAML file (its ``section`` key) plus CLI overrides.
+
+    Raises:
+        ConfigError: Unknown keys, wrong types or out-of-range values, with the field names.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        raw = read_yaml(path)
+        body = raw.get(section, raw)
+        if not isinstance(body, dict):
+            raise ConfigError(f"section {section!r} of {path} must be a mapping.")
+        data = _resolve_paths(body, Path(path).resolve().parent)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return model(**data)
+    except ValidationError as exc:
+        where = f"{path} [{section}]" if path else f"{section} options"
+        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError(f"invalid {where}:\n" + "\n".join(lines)) from exc

@@ -1,0 +1,68 @@
+"""Errors and warnings raised by geounet.
+
+Every error derives from :class:`GeounetError` and from the builtin it refines, so callers
+can catch either ``GeounetError`` or, say, ``ValueError`` (the model is rasterio's
+``errors.py``). Messages say what was received, what was expected and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class GeounetError(Exception):
+    """Base class of every error geounet raises on purpose."""
+
+
+class InputFileError(GeounetError, OSError):
+    """An input file is missing, unreadable or not of the expected format."""
+
+
+class CRSError(GeounetError, ValueError):
+    """A dataset has no CRS, or one that cannot be used."""
+
+
+class CRSMismatchError(GeounetError, ValueError):
+    """Two datasets that must share a CRS do not."""
+
+
+class GridMismatchError(GeounetError, ValueError):
+    """Rasters that must share a grid (size, transform) do not."""
+
+
+class BandMismatchError(GeounetError, ValueError):
+    """A scene's bands do not match what a model or config expects."""
+
+
+class LabelError(GeounetError, ValueError):
+    """Label data cannot be used: missing column, unmapped scheme, no overlap with the scene."""
+
+
+class ChipSizeError(GeounetError, ValueError):
+    """The chip size or stride does not fit the scene."""
+
+
+class EmptyChipError(GeounetError, ValueError):
+    """No chip of the grid holds enough valid pixels."""
+
+
+class ConfigError(GeounetError, ValueError):
+    """A configuration file or option is invalid."""
+
+
+class ModelFileError(GeounetError, ValueError):
+    """A model file is malformed, unsafe (pickle) or incompatible."""
+
+
+class OutputError(GeounetError, OSError):
+    """An output location cannot be written."""
+
+
+class GeounetWarning(UserWarning):
+    """Base class of geounet's warnings."""
+
+
+class NotGeoreferencedWarning(GeounetWarning):
+    """A dataset has no georeferencing; results may not land on a map."""
+
+
+class ReprojectionWarning(GeounetWarning):
+    """Data was reprojected to the scene CRS on the fly."""

@@ -1,0 +1,194 @@
+"""The chip grid: immutable chips (window + transform + CRS) laid over a scene.
+
+Count formula, per axis, for a scene of ``size`` pixels, chip ``chip`` and ``stride``::
+
+    n = ceil((size - chip) / stride) + 1        (size >= chip)
+
+The chips start at ``0, stride, 2*stride, ...``; the last one would pass the right/bottom edge,
+so with ``edge="shift"`` (the default) it is shifted inward to end exactly at the edge (it then
+overlaps its neighbour more; every chip is full-size and holds real data). With ``edge="pad"``
+it stays on the stride lattice and its outer part is padded with nodata. A scene smaller than a
+chip needs ``edge="pad"``. Duplicate offsets (when the shift lands on an existing chip) are
+dropped, so no two chips are equal.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cached_property
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.windows import Window
+from rasterio.windows import transform as window_transform
+
+from geounet.errors import ChipSizeError
+
+EdgeMode = Literal["shift", "pad"]
+
+
+def axis_offsets(size: int, chip: int, stride: int, edge: EdgeMode = "shift") -> list[int]:
+    """Chip start offsets along one axis (see the module docstring for the formula).
+
+    Raises:
+        ChipSizeError: Non-positive sizes, a stride larger than the chip (gaps), or a chip
+            larger than the scene without ``edge="pad"``.
+    """
+    if chip <= 0 or stride <= 0:
+        raise ChipSizeError(f"chip_size and stride must be positive, got {chip} and {stride}.")
+    if stride > chip:
+        raise ChipSizeError(
+            f"stride {stride} is larger than chip_size {chip}: pixels between chips would be "
+            "lost. Use stride <= chip_size."
+        )
+    if size < chip:
+        if edge != "pad":
+            raise ChipSizeError(
+                f"chip_size {chip} is larger than the scene ({size} px on one axis). Use a "
+                f"chip_size <= {size}, or edge='pad' (--edge pad) to pad it with nodata."
+            )
+        return [0]
+    n = math.ceil((size - chip) / stride) + 1
+    offsets = [i * stride for i in range(n)]
+    if edge == "shift":
+        offsets[-1] = size - chip
+    return sorted(set(offsets))
+
+
+@dataclass(frozen=True)
+class Chip:
+    """One chip: a window of the scene and its exact georeferencing.
+
+    Attributes:
+        window: Pixel window in the scene (may extend past the edge with ``edge="pad"``).
+        transform: The scene transform offset by the window (``rasterio.windows.transform``).
+        crs: The scene CRS, unchanged.
+        grid_row: Row index of the chip in the grid.
+        grid_col: Column index of the chip in the grid.
+    """
+
+    window: Window
+    transform: Affine
+    crs: CRS
+    grid_row: int
+    grid_col: int
+
+    @property
+    def row_off(self) -> int:
+        """First scene row of the chip."""
+        return int(self.window.row_off)
+
+    @property
+    def col_off(self) -> int:
+        """First scene column of the chip."""
+        return int(self.window.col_off)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(height, width)`` in pixels."""
+        return (int(self.window.height), int(self.window.width))
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(left, bottom, right, top)`` in the scene CRS."""
+        h, w = self.shape
+        left, top = self.transform @ (0, 0)
+        right, bottom = self.transform @ (w, h)
+        return (left, min(top, bottom), right, max(top, bottom))
+
+    @property
+    def chip_id(self) -> str:
+        """Stable id from the pixel offsets, e.g. ``r000224_c001120``."""
+        return f"r{self.row_off:06d}_c{self.col_off:06d}"
+
+
+@dataclass(frozen=True)
+class ChipGrid:
+    """Chips of ``chip_size`` every ``stride`` pixels over a scene, in row-major order.
+
+    Attributes:
+        shape: Scene ``(height, width)``.
+        transform: Scene transform.
+        crs: Scene CRS.
+        chip_size: Chip ``(height, width)`` in pixels.
+        stride: Step ``(rows, cols)`` between chip starts, at most the chip size.
+        edge: ``"shift"`` or ``"pad"``: how the last chip of a row/column meets the edge.
+    """
+
+    shape: tuple[int, int]
+    transform: Affine
+    crs: CRS
+    chip_size: tuple[int, int]
+    stride: tuple[int, int]
+    edge: EdgeMode = "shift"
+
+    def __post_init__(self) -> None:
+        if self.edge not in ("shift", "pad"):
+            raise ChipSizeError(f"edge must be 'shift' or 'pad', got {self.edge!r}.")
+        # Validate early: building the offsets raises the helpful errors.
+        self.row_offsets  # noqa: B018
+        self.col_offsets  # noqa: B018
+
+    @classmethod
+    def from_scene(
+        cls,
+        scene: object,
+        chip_size: int | tuple[int, int],
+        stride: int | tuple[int, int] | None = None,
+        edge: EdgeMode = "shift",
+    ) -> ChipGrid:
+        """Lay a grid over anything with ``shape``, ``transform`` and ``crs`` (a SceneInfo).
+
+        ``stride`` defaults to ``chip_size`` (no overlap).
+        """
+        cs = (chip_size, chip_size) if isinstance(chip_size, int) else tuple(chip_size)
+        st = cs if stride is None else ((stride, stride) if isinstance(stride, int) else tuple(stride))
+        return cls(
+            shape=tuple(scene.shape),  # type: ignore[attr-defined]
+            transform=scene.transform,  # type: ignore[attr-defined]
+            crs=scene.crs,  # type: ignore[attr-defined]
+            chip_size=(int(cs[0]), int(cs[1])),
+            stride=(int(st[0]), int(st[1])),
+            edge=edge,
+        )
+
+    @cached_property
+    def row_offsets(self) -> list[int]:
+        """Start rows of the chip rows."""
+        return axis_offsets(self.shape[0], self.chip_size[0], self.stride[0], self.edge)
+
+    @cached_property
+    def col_offsets(self) -> list[int]:
+        """Start columns of the chip columns."""
+        return axis_offsets(self.shape[1], self.chip_size[1], self.stride[1], self.edge)
+
+    def __len__(self) -> int:
+        return len(self.row_offsets) * len(self.col_offsets)
+
+    def chip(self, grid_row: int, grid_col: int) -> Chip:
+        """The chip at a grid position."""
+        window = Window(
+            self.col_offsets[grid_col], self.row_offsets[grid_row], self.chip_size[1], self.chip_size[0]
+        )
+        return Chip(window, window_transform(window, self.transform), self.crs, grid_row, grid_col)
+
+    def __iter__(self) -> Iterator[Chip]:
+        for i in range(len(self.row_offsets)):
+            for j in range(len(self.col_offsets)):
+                yield self.chip(i, j)
+
+    def owned_window(self, chip: Chip) -> Window:
+        """The part of the scene this chip *owns*: owned windows tile the scene exactly once.
+
+        A chip owns the rows/cols from its start up to the next chip's start (the last one up
+        to the scene edge). Used to compute scene statistics from chip reads without counting
+        overlaps twice.
+        """
+        rows, cols = self.row_offsets, self.col_offsets
+        r0, c0 = rows[chip.grid_row], cols[chip.grid_col]
+        r1 = rows[chip.grid_row + 1] if chip.grid_row + 1 < len(rows) else self.shape[0]
+        c1 = cols[chip.grid_col + 1] if chip.grid_col + 1 < len(cols) else self.shape[1]
+        return Window(c0, r0, c1 - c0, r1 - r0)

