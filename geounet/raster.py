@@ -433,3 +433,55 @@ def write_chip(
             for i, name in enumerate(band_names, start=1):
                 dst.set_band_description(i, name)
         dst.write(data)
+
+
+def open_block_writer(
+    path: str | Path,
+    *,
+    like: SceneInfo,
+    count: int,
+    dtype: str,
+    nodata: float | None = None,
+    colormap: dict[int, tuple[int, int, int, int]] | None = None,
+) -> rasterio.io.DatasetWriter:
+    """Open a tiled GeoTIFF on a scene's grid (same CRS and transform) for windowed writes.
+
+    This is the working file that prediction fills strip by strip; :func:`write_cog` turns it
+    into the delivered Cloud-Optimized GeoTIFF.
+    """
+    height, width = like.shape
+    profile: dict[str, Any] = {
+        "driver": "GTiff", "width": width, "height": height, "count": count, "dtype": dtype,
+        "crs": like.crs, "transform": like.transform, "nodata": nodata, "tiled": True,
+        "blockxsize": 512, "blockysize": 512, "compress": "zstd", "zstd_level": 1,
+        "bigtiff": "if_safer",
+    }  # fmt: skip
+    if colormap is not None:
+        profile["photometric"] = "palette"
+    dst = rasterio.open(path, "w", **profile)
+    if colormap is not None:
+        dst.write_colormap(1, colormap)
+    return dst
+
+
+CogResampling = Literal["mode", "average", "nearest"]
+
+
+def write_cog(src_path: str | Path, dst_path: str | Path, *, resampling: CogResampling) -> None:
+    """Copy a GeoTIFF to a Cloud-Optimized GeoTIFF with overviews, atomically.
+
+    Overviews use ``resampling`` (``mode`` for classes: a zoomed-out class map shows the
+    majority class, never an average of class ids). The COG is written to a temporary name
+    and renamed, so ``dst_path`` is either absent or complete.
+    """
+    from rasterio.shutil import copy as rio_copy
+
+    dst = Path(dst_path)
+    tmp = dst.with_name(f".{dst.name}.partial.tif")
+    with rasterio.Env(**GDAL_ENV):
+        rio_copy(
+            str(src_path), str(tmp), driver="COG", compress="deflate", predictor="yes",
+            blocksize=512, overview_resampling=resampling.upper(), overviews="auto",
+            bigtiff="if_safer", num_threads="all_cpus",
+        )  # fmt: skip
+    tmp.replace(dst)

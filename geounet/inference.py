@@ -1,0 +1,449 @@
+"""Whole-scene prediction: reader threads -> batches -> model -> blend merger -> writer thread.
+
+Chips are read in row-major order by a pool of reader threads (GDAL releases the GIL while it
+decodes), batched through the model, blended by :class:`~geounet.stitching.BlendMerger` into
+full-width strips, and the strips are written by a writer thread. Reading, compute and writing
+therefore overlap, and peak memory is set by the chip size, the batch and one strip of rows,
+never by the scene size.
+
+Outputs in ``out_dir``:
+    classes.tif       COG, uint8 class ids, scene CRS and transform bit-for-bit, palette with the
+                      class colours, category names (``classes.tif.aux.xml``), 255 = nodata,
+                      overviews (mode); ``classes.qml`` makes QGIS show named, coloured classes.
+    probabilities.tif COG, uint8 0-255 per class (``round(p * 255)``), when asked for.
+    preview.png       A small colour preview of the class map.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import rasterio
+
+from geounet._qml import category_names_aux_xml, paletted_raster_qml, write_text_atomic
+from geounet.classes import ClassScheme
+from geounet.errors import BandMismatchError, ConfigError, OutputError
+from geounet.grid import Chip, ChipGrid
+from geounet.raster import GDAL_ENV, SceneInfo, open_block_writer, open_scene, write_cog
+from geounet.stitching import BlendMerger, MergedStrip, to_uint8_probabilities
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+BlendName = Literal["gaussian", "cosine", "crop"]
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How a scene is predicted.
+
+    Attributes:
+        chip_size: Chip side in pixels (``None``: the model file's training chip size).
+        overlap: Pixels shared by neighbouring chips (``None``: a quarter of the chip).
+        batch_size: Chips per forward pass.
+        blend: Weight window blending overlapping chips: ``gaussian``, ``cosine`` or ``crop``.
+        tta: Average the 8 flips/rotations (8x the compute).
+        probabilities: Also write ``probabilities.tif``.
+        device: ``cpu``, ``cuda`` or ``auto`` (cuda when available).
+        readers: Reader threads (GDAL decodes in parallel).
+        compile: ``torch.compile`` the model first (GPU; pays off on large scenes).
+    """
+
+    chip_size: int | None = None
+    overlap: int | None = None
+    batch_size: int = 4
+    blend: BlendName = "gaussian"
+    tta: bool = False
+    probabilities: bool = False
+    device: str = "auto"
+    readers: int = 2
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}.")
+        if self.chip_size is not None and self.chip_size < 8:
+            raise ConfigError(f"chip_size must be >= 8, got {self.chip_size}.")
+        if self.overlap is not None and self.overlap < 0:
+            raise ConfigError(f"overlap must be >= 0, got {self.overlap}.")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What prediction needs to know about a model: its bands, normalisation and classes."""
+
+    bands: tuple[str, ...]
+    mean: np.ndarray
+    std: np.ndarray
+    scheme: ClassScheme
+    chip_size: int = 256
+
+    @classmethod
+    def from_metadata(cls, metadata: Any) -> ModelSpec:
+        """From a model file's metadata (an object with ``to_dict()`` or its dict form)."""
+        data: Mapping[str, Any] = metadata.to_dict() if hasattr(metadata, "to_dict") else metadata
+        try:
+            norm = data["normalization"]
+            return cls(
+                bands=tuple(data["bands"]),
+                mean=np.asarray(norm["mean"], dtype=np.float32),
+                std=np.asarray(norm["std"], dtype=np.float32),
+                scheme=ClassScheme.from_dict(data["classes"]),
+                chip_size=int(data.get("chip_size") or 256),
+            )
+        except KeyError as exc:
+            raise ConfigError(
+                f"model metadata lacks {exc}; it needs bands, normalization (mean, std) and classes."
+            ) from exc
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    """Paths written by :func:`predict_scene`."""
+
+    classes: Path
+    probabilities: Path | None
+    preview: Path
+    qml: Path
+
+
+def check_bands(spec: ModelSpec, scene: SceneInfo) -> None:
+    """Refuse a scene whose bands differ from the model's (count, names or order)."""
+    if scene.count != len(spec.bands):
+        raise BandMismatchError(
+            f"scene {scene.name} has {scene.count} bands {list(scene.bands)} but the model was "
+            f"trained on {len(spec.bands)} bands {list(spec.bands)}; give the scene the model's "
+            "bands in that order."
+        )
+    generic = all(b.startswith("band_") for b in scene.bands)
+    if not generic and tuple(scene.bands) != spec.bands:
+        raise BandMismatchError(
+            f"scene {scene.name} bands {list(scene.bands)} differ from the model's "
+            f"{list(spec.bands)} (names or order); pass the band files in the model's order."
+        )
+
+
+def _resolve_device(name: str) -> torch.device:
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but torch sees no GPU; use --device cpu.")
+    return torch.device(name)
+
+
+def _load(model: Any, metadata: Any) -> tuple[torch.nn.Module, ModelSpec]:
+    """A model and its spec from a model-file path or a module plus metadata."""
+    if isinstance(model, str | Path):
+        from geounet.modelfile import load_model_file
+
+        loaded = load_model_file(model)
+        return loaded.model, ModelSpec.from_metadata(loaded.metadata)
+    if metadata is None:
+        raise ConfigError(
+            "predicting with an nn.Module needs metadata (bands, normalization, classes); "
+            "pass metadata=... or a model file path."
+        )
+    spec = metadata if isinstance(metadata, ModelSpec) else ModelSpec.from_metadata(metadata)
+    return model, spec
+
+
+def _dihedral(x: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
+    """The k-th of the 8 flips/rotations of a ``(..., H, W)`` tensor, or its inverse."""
+    import torch
+
+    flip, rot = divmod(k, 4)
+    if not inverse:
+        x = torch.rot90(x, rot, dims=(-2, -1))
+        return torch.flip(x, dims=(-1,)) if flip else x
+    x = torch.flip(x, dims=(-1,)) if flip else x
+    return torch.rot90(x, -rot, dims=(-2, -1))
+
+
+class _Forward:
+    """Runs batches through the model on a device: softmax probabilities, optional TTA."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, options: PredictOptions) -> None:
+        import torch
+
+        self.device = device
+        self.model = model.eval().to(device)
+        if device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        if options.compile:
+            self.model = torch.compile(self.model)  # type: ignore[assignment]
+        self.tta = options.tta
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        x = torch.from_numpy(batch)
+        if self.device.type == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+            x = x.contiguous(memory_format=torch.channels_last)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        with torch.inference_mode(), autocast:
+            if not self.tta:
+                probs = self._probs(x)
+            else:
+                probs = sum(
+                    _dihedral(self._probs(_dihedral(x, k)), k, inverse=True) for k in range(8)
+                ) / 8.0
+        return probs.float().cpu().numpy()
+
+    def _probs(self, x: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        logits = self.model(x)
+        if logits.shape[1] == 1:  # binary model: P(class 1) as the second channel
+            p = torch.sigmoid(logits)
+            return torch.cat([1 - p, p], dim=1)
+        return torch.softmax(logits.float(), dim=1)
+
+
+def _prepare_out_dir(out_dir: Path) -> Path:
+    """Check ``out_dir`` is writable (creating it) and return a private working folder in it."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=".predict-", dir=out_dir))
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write predictions into {out_dir}: {exc.strerror}; choose another --out."
+        ) from exc
+
+
+def predict_scene(
+    model: Any,
+    scene: str | Path | list[str | Path] | SceneInfo,
+    out_dir: str | Path,
+    *,
+    metadata: Any = None,
+    options: PredictOptions | None = None,
+) -> PredictResult:
+    """Predict a whole scene tile by tile and write the merged class map (and probabilities).
+
+    Args:
+        model: A model file path, or a ``torch.nn.Module`` mapping ``(B, C, H, W)`` normalised
+            float32 to ``(B, K, H, W)`` logits (then ``metadata`` is required).
+        scene: One raster, several single-band files, or an opened :class:`SceneInfo`.
+        out_dir: Output folder (created). Existing outputs of the same name are replaced, only
+            once the new ones are complete.
+        metadata: Bands, normalisation and classes of an ``nn.Module`` (a :class:`ModelSpec`,
+            a model file's metadata, or its dict form).
+        options: Chip size, overlap, batch, blend, TTA, probabilities, device.
+
+    Returns:
+        The written paths. ``classes.tif`` has the scene's CRS and transform exactly.
+
+    Raises:
+        GeounetError: Bad input (bands differ from the model's, no CRS, output not writable),
+            raised before any compute.
+    """
+    options = options or PredictOptions()
+    net, spec = _load(model, metadata)
+    info = scene if isinstance(scene, SceneInfo) else open_scene(scene)
+    check_bands(spec, info)
+    chip = options.chip_size or spec.chip_size
+    overlap = options.overlap if options.overlap is not None else chip // 4
+    if overlap >= chip:
+        raise ConfigError(f"overlap {overlap} must be smaller than the chip size {chip}.")
+    edge = "pad" if min(info.shape) < chip else "shift"
+    grid = ChipGrid.from_scene(info, chip, chip - overlap, edge)
+    device = _resolve_device(options.device)
+    out = Path(out_dir)
+    work = _prepare_out_dir(out)
+    try:
+        with rasterio.Env(**GDAL_ENV):
+            _run(_Forward(net, device, options), spec, info, grid, options, work)
+            result = _publish(work, out, spec, options.probabilities)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    log.info("predicted %s (%d chips) -> %s", info.name, len(grid), result.classes)
+    return result
+
+
+def _read_chip(info: SceneInfo, spec: ModelSpec, chip: Chip) -> tuple[np.ndarray, np.ndarray]:
+    """A normalised float32 chip (0 at nodata) and its valid mask."""
+    data = info.read(chip.window, boundless=True)
+    valid = info.valid_mask(data)
+    h, w = info.shape
+    valid[max(h - chip.row_off, 0) :, :] = False
+    valid[:, max(w - chip.col_off, 0) :] = False
+    x = (data.astype(np.float32) - spec.mean[:, None, None]) / spec.std[:, None, None]
+    x[:, ~valid] = 0.0
+    return x, valid
+
+
+def _iter_batches(
+    info: SceneInfo, spec: ModelSpec, grid: ChipGrid, options: PredictOptions
+) -> Iterator[tuple[list[Chip], np.ndarray, list[np.ndarray]]]:
+    """Batches of chips in row-major order, read ahead by a thread pool (bounded look-ahead)."""
+    chips = list(grid)
+    with ThreadPoolExecutor(max_workers=options.readers) as pool:
+        pending: queue.SimpleQueue = queue.SimpleQueue()
+        ahead = 2 * options.batch_size
+        submitted = 0
+        for _ in range(min(ahead, len(chips))):
+            pending.put(pool.submit(_read_chip, info, spec, chips[submitted]))
+            submitted += 1
+        for start in range(0, len(chips), options.batch_size):
+            batch = chips[start : start + options.batch_size]
+            xs, valids = [], []
+            for _ in batch:
+                x, v = pending.get().result()
+                xs.append(x)
+                valids.append(v)
+                if submitted < len(chips):
+                    pending.put(pool.submit(_read_chip, info, spec, chips[submitted]))
+                    submitted += 1
+            yield batch, np.stack(xs), valids
+
+
+class _StripWriter:
+    """Writes merged strips on a background thread: argmax, nodata, uint8 probabilities."""
+
+    def __init__(self, info: SceneInfo, spec: ModelSpec, work: Path, probabilities: bool) -> None:
+        k = spec.scheme.num_classes
+        self.ignore = spec.scheme.ignore_index
+        self.classes = open_block_writer(
+            work / "classes.tif", like=info, count=1, dtype="uint8", nodata=self.ignore,
+            colormap=spec.scheme.colormap(),
+        )  # fmt: skip
+        self.probs = (
+            open_block_writer(work / "probabilities.tif", like=info, count=k, dtype="uint8")
+            if probabilities
+            else None
+        )
+        if self.probs is not None:
+            for i, c in enumerate(spec.scheme.classes, start=1):
+                self.probs.set_band_description(i, f"p_{c.name}")
+        self.queue: queue.Queue[MergedStrip | None] = queue.Queue(maxsize=4)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._loop, name="geounet-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, strip: MergedStrip) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(strip)
+
+    def _loop(self) -> None:
+        try:
+            while (strip := self.queue.get()) is not None:
+                self._write(strip)
+        except BaseException as exc:  # surfaced on the main thread by put()/close()
+            self.error = exc
+            while self.queue.get() is not None:
+                pass
+
+    def _write(self, strip: MergedStrip) -> None:
+        values = strip.values
+        probs, valid = values[:-1], values[-1] >= 0.5
+        valid &= ~np.isnan(probs).any(axis=0)
+        classes = np.argmax(np.nan_to_num(probs, nan=-1.0), axis=0).astype(np.uint8)
+        classes[~valid] = self.ignore
+        self.classes.write(classes[np.newaxis], window=strip.window)
+        if self.probs is not None:
+            p8 = to_uint8_probabilities(np.nan_to_num(probs, nan=0.0))
+            p8[:, ~valid] = 0
+            self.probs.write(p8, window=strip.window)
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        self.classes.close()
+        if self.probs is not None:
+            self.probs.close()
+        if self.error is not None:
+            raise self.error
+
+
+def _run(
+    forward: _Forward,
+    spec: ModelSpec,
+    info: SceneInfo,
+    grid: ChipGrid,
+    options: PredictOptions,
+    work: Path,
+) -> None:
+    from tqdm.auto import tqdm
+
+    k = spec.scheme.num_classes
+    # The valid mask travels as one more channel: every chip gives a pixel the same 0/1, and
+    # the merger returns equal values exactly, so blending cannot smear nodata.
+    merger = BlendMerger(
+        info.shape, k + 1, grid.chip_size, blend=options.blend,
+        overlap=(grid.chip_size[0] - grid.stride[0], grid.chip_size[1] - grid.stride[1]),
+    )  # fmt: skip
+    writer = _StripWriter(info, spec, work, options.probabilities)
+    progress = tqdm(total=len(grid), unit="chip", desc=f"predicting {info.name}", leave=False)
+    try:
+        for chips, x, valids in _iter_batches(info, spec, grid, options):
+            probs = forward(x)
+            if probs.shape[1] != k:
+                raise ConfigError(
+                    f"the model returns {probs.shape[1]} channels but the class scheme has {k} "
+                    f"classes {spec.scheme.names}."
+                )
+            for chip, p, v in zip(chips, probs, valids, strict=True):
+                stacked = np.concatenate([p, v[np.newaxis].astype(np.float32)])
+                h, w = info.shape
+                # Padded chips (scene smaller than a chip) are cropped back to the scene.
+                ch = min(chip.shape[0], h - chip.row_off)
+                cw = min(chip.shape[1], w - chip.col_off)
+                window = rasterio.windows.Window(chip.col_off, chip.row_off, cw, ch)
+                for strip in merger.add(stacked[:, :ch, :cw], window):
+                    writer.put(strip)
+            progress.update(len(chips))
+        for strip in merger.finalize():
+            writer.put(strip)
+    finally:
+        progress.close()
+        writer.close()
+
+
+def _publish(work: Path, out: Path, spec: ModelSpec, probabilities: bool) -> PredictResult:
+    """Turn the working files into COGs, sidecars and a preview, each renamed into place."""
+    write_cog(work / "classes.tif", out / "classes.tif", resampling="mode")
+    write_text_atomic(out / "classes.tif.aux.xml", category_names_aux_xml(spec.scheme))
+    write_text_atomic(out / "classes.qml", paletted_raster_qml(spec.scheme))
+    probs_path = None
+    if probabilities:
+        probs_path = out / "probabilities.tif"
+        write_cog(work / "probabilities.tif", probs_path, resampling="average")
+    preview = out / "preview.png"
+    write_preview(out / "classes.tif", preview, spec.scheme)
+    return PredictResult(out / "classes.tif", probs_path, preview, out / "classes.qml")
+
+
+def write_preview(classes_path: Path, png_path: Path, scheme: ClassScheme, max_side: int = 1024) -> None:
+    """A small RGBA PNG of a class raster (read from its overviews, nodata transparent)."""
+    from PIL import Image
+
+    with rasterio.open(classes_path) as src:
+        scale = max(src.width, src.height) / max_side
+        shape = (
+            (max(1, round(src.height / scale)), max(1, round(src.width / scale)))
+            if scale > 1
+            else (src.height, src.width)
+        )
+        data = src.read(1, out_shape=shape, resampling=rasterio.enums.Resampling.mode)
+    lut = np.zeros((256, 4), dtype=np.uint8)
+    for value, rgba in scheme.colormap().items():
+        lut[value] = rgba
+    tmp = png_path.with_name(f".{png_path.name}.tmp.png")
+    Image.fromarray(lut[data], mode="RGBA").save(tmp)
+    tmp.replace(png_path)
