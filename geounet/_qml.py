@@ -10,6 +10,8 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
+import numpy as np
+
 from geounet.classes import ClassScheme
 
 _HEADER = "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
@@ -57,3 +59,62 @@ def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
+
+
+def categorized_fill_qml(
+    scheme: ClassScheme,
+    *,
+    attr: str = "class_id",
+    values: dict[str, tuple[int, int, int]] | None = None,
+    fill_alpha: int = 255,
+) -> str:
+    """A QGIS vector style: polygons categorised by ``attr``.
+
+    By default one category per class (value = class id, the scheme's colours and names);
+    ``values`` instead maps attribute values to colours (e.g. the chip index's splits). A
+    ``fill_alpha`` below 255 lets the imagery show through.
+    """
+    cats = values or {str(c.id): c.color for c in scheme.classes}
+    labels = {str(c.id): c.name for c in scheme.classes} if values is None else {}
+    categories, symbols = "", ""
+    for i, (value, color) in enumerate(cats.items()):
+        label = escape(labels.get(value, value))
+        categories += f'<category render="true" symbol="{i}" value="{escape(value)}" label="{label}"/>'
+        props = {
+            "color": ",".join(map(str, (*color, fill_alpha))), "outline_color": "35,35,35,255",
+            "outline_width": "0.26", "style": "solid", "outline_style": "solid",
+        }  # fmt: skip
+        layer = "".join(f'<prop k="{k}" v="{v}"/>' for k, v in props.items())
+        symbols += (
+            f'<symbol type="fill" name="{i}" alpha="1"><layer class="SimpleFill" '
+            f'enabled="1" locked="0" pass="0">{layer}</layer></symbol>'
+        )
+    return (
+        _HEADER
+        + '<qgis version="3.22.0" styleCategories="Symbology"><renderer-v2 '
+        + f'type="categorizedSymbol" attr="{escape(attr)}" symbollevels="0" forceraster="0">'
+        + f"<categories>{categories}</categories><symbols>{symbols}</symbols>"
+        + "</renderer-v2></qgis>\n"
+    )
+
+
+def write_gpkg_style(path: Path, layer: str, qml: str, name: str) -> None:
+    """Store ``qml`` as the default style of a GeoPackage layer (table ``layer_styles``).
+
+    QGIS reads that table when the layer is added, as it does for styles it saved itself.
+    """
+    import pyogrio.raw
+
+    # The table layout QGIS itself writes; QGIS looks styles up by empty catalog/schema strings.
+    fields = {
+        "f_table_catalog": "", "f_table_schema": "", "f_table_name": layer,
+        "f_geometry_column": "geom", "styleName": f"{layer} {name}",
+        "styleQML": qml, "styleSLD": "", "useAsDefault": True,
+        "description": f"geounet {name}", "owner": "", "ui": "",
+    }  # fmt: skip
+    data = [np.array([v], dtype=bool if isinstance(v, bool) else object) for v in fields.values()]
+    data.append(np.array([np.datetime64("now", "ms")]))
+    pyogrio.raw.write(
+        path, None, data, [*fields, "update_time"], layer="layer_styles", driver="GPKG",
+        append=True, gdal_tz_offsets={"update_time": np.array([100])},  # GDAL's flag for UTC
+    )  # fmt: skip

@@ -21,6 +21,9 @@ from geounet.errors import ConfigError
 IGNORE_INDEX = 255
 """Label / output value meaning "no class": nodata, unlabelled or unmapped."""
 
+SCHEME_TAG = "GEOUNET_CLASSES"
+"""GDAL metadata item of class rasters holding the scheme as JSON (:meth:`ClassScheme.to_dict`)."""
+
 
 def _parse_colour(value: Any, where: str) -> tuple[int, int, int]:
     """Parse ``"#rrggbb"`` or ``[r, g, b]`` into an RGB tuple."""

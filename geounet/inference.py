@@ -16,6 +16,7 @@ Outputs in ``out_dir``:
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import shutil
@@ -31,7 +32,7 @@ import numpy as np
 import rasterio
 
 from geounet._qml import category_names_aux_xml, paletted_raster_qml, write_text_atomic
-from geounet.classes import ClassScheme
+from geounet.classes import SCHEME_TAG, ClassScheme
 from geounet.errors import BandMismatchError, ConfigError, OutputError
 from geounet.grid import Chip, ChipGrid
 from geounet.raster import GDAL_ENV, SceneInfo, open_block_writer, open_scene, write_cog
@@ -322,6 +323,7 @@ class _StripWriter:
             work / "classes.tif", like=info, count=1, dtype="uint8", nodata=self.ignore,
             colormap=spec.scheme.colormap(),
         )  # fmt: skip
+        self.classes.update_tags(**{SCHEME_TAG: json.dumps(spec.scheme.to_dict())})
         self.probs = (
             open_block_writer(work / "probabilities.tif", like=info, count=k, dtype="uint8")
             if probabilities

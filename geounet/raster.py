@@ -458,6 +458,9 @@ def open_block_writer(
     }  # fmt: skip
     if colormap is not None:
         profile["photometric"] = "palette"
+    elif count > 1:
+        # Otherwise GDAL calls 3/4 uint8 bands RGB(A) and QGIS takes a class band for alpha.
+        profile["photometric"] = "minisblack"
     dst = rasterio.open(path, "w", **profile)
     if colormap is not None:
         dst.write_colormap(1, colormap)

@@ -32,6 +32,7 @@ import numpy as np
 import rasterio
 
 from geounet import __version__
+from geounet._qml import categorized_fill_qml, write_gpkg_style
 from geounet._stats import BandStatsAccumulator
 from geounet.classes import ClassMap, ClassScheme
 from geounet.errors import ConfigError, EmptyChipError, OutputError
@@ -44,6 +45,10 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 BUFFER_SPLIT = "buffer"
 """Split name of chips dropped from every split because they overlap a chip of another split."""
+
+SPLIT_COLOURS = {
+    "train": (46, 160, 67), "val": (31, 119, 180), "test": (255, 127, 14), BUFFER_SPLIT: (150, 150, 150),
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -364,7 +369,11 @@ def _write_index(path: Path, records: list[dict[str, Any]], scene: SceneInfo) ->
     frame = gpd.GeoDataFrame(rows, geometry=[box(*r["bounds"]) for r in records], crs=scene.crs)
     order = ["chip_id", "split", "image", "label"]
     frame = frame[[c for c in order if c in frame] + [c for c in frame if c not in order]]
-    frame.to_file(path, layer="chips", driver="GPKG")
+    # GeoPackage 1.2: GDAL 3.10 writes 1.4 by default, which QGIS 3.22's GDAL warns about.
+    frame.to_file(path, layer="chips", driver="GPKG", dataset_options={"VERSION": "1.2"})
+    # Chips drawn as see-through squares coloured by split, so the imagery stays visible.
+    qml = categorized_fill_qml(ClassScheme.default(), attr="split", values=SPLIT_COLOURS, fill_alpha=60)
+    write_gpkg_style(path, "chips", qml, "splits")
 
 
 def _finish(tmp: Path, out: Path, overwrite: bool) -> None:

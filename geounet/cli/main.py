@@ -15,6 +15,7 @@ from geounet import __version__
 from geounet.cli.demo import demo
 from geounet.cli.predict import predict
 from geounet.cli.tile import tile
+from geounet.cli.vectorize import vectorize
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -29,8 +30,11 @@ def cli(verbose: int) -> None:
     level = logging.WARNING - 10 * min(verbose + 1, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.captureWarnings(True)
+    # pyogrio logs every layer it writes at INFO ("Created 18 records"): noise for users.
+    logging.getLogger("pyogrio").setLevel(max(level, logging.WARNING))
 
 
 cli.add_command(tile)
 cli.add_command(predict)
+cli.add_command(vectorize)
 cli.add_command(demo)
