@@ -74,9 +74,10 @@ class RasterLabels:
 
     def mask(self, chip: Chip) -> np.ndarray:
         """The chip's ``(height, width)`` uint8 class mask."""
-        values = read_resampled(
+        raw, covered = read_resampled(
             self.path, crs=chip.crs, transform=chip.transform, shape=chip.shape, resampling="nearest"
-        ).astype(np.int64)
+        )
+        values = raw.astype(np.int64)
         if self.lookup is not None:
             out = self.lookup[np.clip(values, 0, len(self.lookup) - 1)]
             out[(values < 0) | (values >= len(self.lookup))] = self.ignore_index
@@ -84,6 +85,7 @@ class RasterLabels:
             out = np.where((values >= 0) & (values < self.num_classes), values, self.ignore_index)
         if self.nodata is not None:
             out[values == self.nodata] = self.ignore_index
+        out[~covered] = self.ignore_index
         return out.astype(np.uint8)
 
 

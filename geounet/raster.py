@@ -353,12 +353,13 @@ def read_resampled(
     transform: Affine,
     shape: tuple[int, int],
     resampling: ResamplingName = "nearest",
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """Read band 1 of ``path`` warped onto a target grid (e.g. a class raster onto a chip).
 
     Returns:
-        ``shape`` array of the file's dtype; pixels the file does not cover hold its nodata
-        (or 0 when it has none).
+        ``(values, covered)``: a ``shape`` array of the file's dtype, and a bool array that is
+        False where the file does not cover the target (its footprint comes from a warped
+        alpha band: without one, uncovered pixels would read as 0, a valid class id).
     """
     from rasterio.vrt import WarpedVRT
 
@@ -372,8 +373,9 @@ def read_resampled(
             width=shape[1],
             height=shape[0],
             resampling=Resampling[resampling],
+            add_alpha=True,
         ) as vrt:
-            return vrt.read(1)
+            return vrt.read(1), vrt.read(vrt.count) > 0
 
 
 def check_same_grid(a: SceneInfo, b: SceneInfo) -> None:

@@ -264,3 +264,23 @@ def test_existing_output_needs_overwrite(tmp_path, utm_scene):
     tile_scene(utm_scene, tmp_path / "out", options=TilingOptions(chip_size=64), overwrite=True)
     assert not (tmp_path / "out" / "keep.txt").exists()
     assert (tmp_path / "out" / "index.gpkg").exists()
+
+
+def test_raster_labels_outside_their_footprint_are_ignored(tmp_path, utm_scene):
+    from affine import Affine
+
+    with rasterio.open(utm_scene) as s:
+        t, crs = s.transform, s.crs
+    # Class 0 everywhere it covers, no nodata value: only the left 100 columns are covered.
+    with rasterio.open(
+        tmp_path / "lab.tif", "w", driver="GTiff", width=100, height=301, count=1, dtype="uint8",
+        crs=crs, transform=t,
+    ) as dst:
+        dst.write(np.zeros((1, 301, 100), "uint8"))
+    out = tmp_path / "c"
+    tile_scene(utm_scene, out, labels=tmp_path / "lab.tif", options=TilingOptions(chip_size=64))
+    for rec in read_index(out).itertuples():
+        with rasterio.open(out / rec.label) as lab, rasterio.open(out / rec.image) as img:
+            mask = lab.read(1)
+            cols = img.read(2).astype(int)
+        np.testing.assert_array_equal(mask, np.where(cols < 100, 0, 255))

@@ -13,6 +13,7 @@ import click
 
 from geounet import __version__
 from geounet.cli.demo import demo
+from geounet.cli.evaluate import evaluate
 from geounet.cli.predict import predict
 from geounet.cli.tile import tile
 from geounet.cli.vectorize import vectorize
@@ -37,4 +38,5 @@ def cli(verbose: int) -> None:
 cli.add_command(tile)
 cli.add_command(predict)
 cli.add_command(vectorize)
+cli.add_command(evaluate)
 cli.add_command(demo)
