@@ -45,7 +45,9 @@ def make_scene(path: Path, size: int) -> Path:
             base = 1500 + 800 * np.sin(xx / 97.0) * np.cos(yy / 131.0)
             block = np.stack([base * (0.6 + 0.05 * b) for b in range(13)])
             block += rng.normal(0, 40, block.shape).astype(np.float32)
-            dst.write(np.clip(block, 0, 65535).astype(np.uint16), window=((r0, r0 + 512), (0, size)))
+            dst.write(
+                np.clip(block, 0, 65535).astype(np.uint16), window=((r0, r0 + 512), (0, size))
+            )
     tmp.rename(path)
     return path
 
@@ -58,7 +60,9 @@ def build_model(kind: str):
     torch.manual_seed(0)
     if kind == "tiny":
         return torch.nn.Conv2d(13, 4, 1)
-    return create_model("unet", in_channels=13, num_classes=4, base_channels=16, depth=4, batch_norm=True)
+    return create_model(
+        "unet", in_channels=13, num_classes=4, base_channels=16, depth=4, batch_norm=True
+    )
 
 
 def spec(chip: int):
@@ -74,8 +78,13 @@ def run_predict(scene: Path, out: Path, kind: str, chip: int, overlap: int, batc
 
     model = build_model(kind).eval()
     t0 = time.perf_counter()
-    predict_scene(model, scene, out, metadata=spec(chip),
-                  options=PredictOptions(chip_size=chip, overlap=overlap, batch_size=batch, device="cpu"))
+    predict_scene(
+        model,
+        scene,
+        out,
+        metadata=spec(chip),
+        options=PredictOptions(chip_size=chip, overlap=overlap, batch_size=batch, device="cpu"),
+    )
     return time.perf_counter() - t0
 
 
@@ -95,7 +104,9 @@ def model_only(n_chips: int, kind: str, chip: int, batch: int) -> float:
 
 def child(args: argparse.Namespace) -> None:
     """Run one prediction and print its time and this process's peak RSS as JSON."""
-    seconds = run_predict(Path(args.scene), Path(args.out), args.model, args.chip, args.overlap, args.batch)
+    seconds = run_predict(
+        Path(args.scene), Path(args.out), args.model, args.chip, args.overlap, args.batch
+    )
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"seconds": seconds, "rss_mb": rss_mb}))
 
@@ -108,9 +119,13 @@ def in_subprocess(scene: Path, out: Path, kind: str, chip: int, overlap: int, ba
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--workdir", default="/tmp/geounet-bench")
-    parser.add_argument("--quick", action="store_true", help="1024^2 / 4096^2 instead of 2048^2 / 8192^2")
+    parser.add_argument(
+        "--quick", action="store_true", help="1024^2 / 4096^2 instead of 2048^2 / 8192^2"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--scene")
     parser.add_argument("--out")
@@ -133,7 +148,9 @@ def main() -> None:
     s_small = make_scene(work / f"scene_{small}.tif", small)
     s_large = make_scene(work / f"scene_{large}.tif", large)
     chip, overlap, batch = args.chip, args.overlap, args.batch
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, chip {chip}, overlap {overlap}, batch {batch}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, chip {chip}, overlap {overlap}, batch {batch}"
+    )
 
     n_chips = len(ChipGrid.from_scene(open_scene(s_small), chip, chip - overlap))
     model_only(batch, "unet", chip, batch)  # warm-up
@@ -141,17 +158,21 @@ def main() -> None:
     t_e2e = run_predict(s_small, work / "pred_unet", "unet", chip, overlap, batch)
     mp = small * small / 1e6
     print("\n| measure | seconds | MP/s |\n|---|---|---|")
-    print(f"| model-only forward, {n_chips} chips (unet base 16) | {t_model:.2f} | {n_chips * chip * chip / 1e6 / t_model:.2f} chip-MP/s |")
+    print(
+        f"| model-only forward, {n_chips} chips (unet base 16) | {t_model:.2f} | {n_chips * chip * chip / 1e6 / t_model:.2f} chip-MP/s |"
+    )
     print(f"| end-to-end predict_scene {small}^2 | {t_e2e:.2f} | {mp / t_e2e:.2f} scene-MP/s |")
     print(f"\nend-to-end / model-only = {t_e2e / t_model:.3f}  (target <= 1.10)")
 
     r_small = in_subprocess(s_small, work / "pred_s", "tiny", chip, overlap, batch)
     r_large = in_subprocess(s_large, work / "pred_l", "tiny", chip, overlap, batch)
-    print(f"\n| scene | seconds | peak RSS MB |\n|---|---|---|")
+    print("\n| scene | seconds | peak RSS MB |\n|---|---|---|")
     print(f"| {small}^2 x 13 bands | {r_small['seconds']:.1f} | {r_small['rss_mb']:.0f} |")
     print(f"| {large}^2 x 13 bands | {r_large['seconds']:.1f} | {r_large['rss_mb']:.0f} |")
-    print(f"\npeak RSS {large}^2 / {small}^2 = {r_large['rss_mb'] / r_small['rss_mb']:.3f}  (target <= 1.3; "
-          f"scene is {(large / small) ** 2:.0f}x larger)")
+    print(
+        f"\npeak RSS {large}^2 / {small}^2 = {r_large['rss_mb'] / r_small['rss_mb']:.3f}  (target <= 1.3; "
+        f"scene is {(large / small) ** 2:.0f}x larger)"
+    )
 
 
 if __name__ == "__main__":

@@ -20,14 +20,16 @@ _HEADER = "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
 def paletted_raster_qml(scheme: ClassScheme) -> str:
     """QML of a paletted renderer: one entry per class with its colour and name."""
     entries = "\n".join(
-        f'        <paletteEntry value="{c.id}" color="{c.hex}" alpha="255" label="{escape(c.name)}"/>'
+        f'        <paletteEntry value="{c.id}" color="{c.hex}" alpha="255" '
+        f'label="{escape(c.name)}"/>'
         for c in scheme.classes
     )
     return (
         _HEADER
         + '<qgis version="3.22.16" styleCategories="AllStyleCategories">\n'
         + "  <pipe>\n"
-        + '    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">\n'
+        + '    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" '
+        + 'nodataColor="">\n'
         + "      <rasterTransparency/>\n"
         + "      <colorPalette>\n"
         + entries
@@ -79,7 +81,9 @@ def categorized_fill_qml(
     categories, symbols = "", ""
     for i, (value, color) in enumerate(cats.items()):
         label = escape(labels.get(value, value))
-        categories += f'<category render="true" symbol="{i}" value="{escape(value)}" label="{label}"/>'
+        categories += (
+            f'<category render="true" symbol="{i}" value="{escape(value)}" label="{label}"/>'
+        )
         props = {
             "color": ",".join(map(str, (*color, fill_alpha))), "outline_color": "35,35,35,255",
             "outline_width": "0.26", "style": "solid", "outline_style": "solid",

@@ -90,7 +90,9 @@ class ClassScheme:
         )
 
     @classmethod
-    def from_records(cls, records: Iterable[Mapping[str, Any]], ignore_index: int = 255) -> ClassScheme:
+    def from_records(
+        cls, records: Iterable[Mapping[str, Any]], ignore_index: int = 255
+    ) -> ClassScheme:
         """Build a scheme from ``[{"id": 0, "name": ..., "color": ...}, ...]`` records."""
         infos = []
         for i, rec in enumerate(records):
@@ -98,7 +100,11 @@ class ClassScheme:
             if missing:
                 raise ConfigError(f"class #{i} lacks {sorted(missing)}; give id, name and color.")
             infos.append(
-                ClassInfo(int(rec["id"]), str(rec["name"]), _parse_colour(rec["color"], f"class {rec['name']!r}"))
+                ClassInfo(
+                    int(rec["id"]),
+                    str(rec["name"]),
+                    _parse_colour(rec["color"], f"class {rec['name']!r}"),
+                )
             )
         return cls(tuple(sorted(infos, key=lambda c: c.id)), ignore_index=ignore_index)
 
@@ -171,7 +177,8 @@ class ClassMap:
         unknown = set(data) - {"column", "classes", "mapping", "ignore_index"}
         if unknown:
             raise ConfigError(
-                f"{source}: unknown keys {sorted(unknown)}; allowed: column, classes, mapping, ignore_index."
+                f"{source}: unknown keys {sorted(unknown)}; allowed: column, classes, "
+                "mapping, ignore_index."
             )
         ignore = int(data.get("ignore_index", IGNORE_INDEX))
         scheme = (
@@ -183,7 +190,8 @@ class ClassMap:
         for class_name, attr_values in (data.get("mapping") or {}).items():
             if class_name not in scheme.names:
                 raise ConfigError(
-                    f"{source}: mapping names class {class_name!r}, but the scheme has {scheme.names}."
+                    f"{source}: mapping names class {class_name!r}, but the scheme has "
+                    f"{scheme.names}."
                 )
             if isinstance(attr_values, str | int):
                 attr_values = [attr_values]

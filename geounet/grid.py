@@ -15,9 +15,9 @@ dropped, so no two chips are equal.
 from __future__ import annotations
 
 import math
-from functools import cached_property
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 from affine import Affine
@@ -145,7 +145,11 @@ class ChipGrid:
         ``stride`` defaults to ``chip_size`` (no overlap).
         """
         cs = (chip_size, chip_size) if isinstance(chip_size, int) else tuple(chip_size)
-        st = cs if stride is None else ((stride, stride) if isinstance(stride, int) else tuple(stride))
+        st = (
+            cs
+            if stride is None
+            else ((stride, stride) if isinstance(stride, int) else tuple(stride))
+        )
         return cls(
             shape=tuple(scene.shape),  # type: ignore[attr-defined]
             transform=scene.transform,  # type: ignore[attr-defined]
@@ -171,7 +175,10 @@ class ChipGrid:
     def chip(self, grid_row: int, grid_col: int) -> Chip:
         """The chip at a grid position."""
         window = Window(
-            self.col_offsets[grid_col], self.row_offsets[grid_row], self.chip_size[1], self.chip_size[0]
+            self.col_offsets[grid_col],
+            self.row_offsets[grid_row],
+            self.chip_size[1],
+            self.chip_size[0],
         )
         return Chip(window, window_transform(window, self.transform), self.crs, grid_row, grid_col)
 

@@ -106,7 +106,8 @@ class ModelSpec:
             )
         except KeyError as exc:
             raise ConfigError(
-                f"model metadata lacks {exc}; it needs bands, normalization (mean, std) and classes."
+                f"model metadata lacks {exc}; it needs bands, normalization (mean, std) "
+                "and classes."
             ) from exc
 
 
@@ -177,7 +178,9 @@ def _dihedral(x: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
 class _Forward:
     """Runs batches through the model on a device: softmax probabilities, optional TTA."""
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, options: PredictOptions) -> None:
+    def __init__(
+        self, model: torch.nn.Module, device: torch.device, options: PredictOptions
+    ) -> None:
         import torch
 
         self.device = device
@@ -200,9 +203,10 @@ class _Forward:
             if not self.tta:
                 probs = self._probs(x)
             else:
-                probs = sum(
-                    _dihedral(self._probs(_dihedral(x, k)), k, inverse=True) for k in range(8)
-                ) / 8.0
+                probs = (
+                    sum(_dihedral(self._probs(_dihedral(x, k)), k, inverse=True) for k in range(8))
+                    / 8.0
+                )
         return probs.float().cpu().numpy()
 
     def _probs(self, x: torch.Tensor) -> torch.Tensor:
@@ -431,7 +435,9 @@ def _publish(work: Path, out: Path, spec: ModelSpec, probabilities: bool) -> Pre
     return PredictResult(out / "classes.tif", probs_path, preview, out / "classes.qml")
 
 
-def write_preview(classes_path: Path, png_path: Path, scheme: ClassScheme, max_side: int = 1024) -> None:
+def write_preview(
+    classes_path: Path, png_path: Path, scheme: ClassScheme, max_side: int = 1024
+) -> None:
     """A small RGBA PNG of a class raster (read from its overviews, nodata transparent)."""
     from PIL import Image
 

@@ -75,7 +75,11 @@ class RasterLabels:
     def mask(self, chip: Chip) -> np.ndarray:
         """The chip's ``(height, width)`` uint8 class mask."""
         raw, covered = read_resampled(
-            self.path, crs=chip.crs, transform=chip.transform, shape=chip.shape, resampling="nearest"
+            self.path,
+            crs=chip.crs,
+            transform=chip.transform,
+            shape=chip.shape,
+            resampling="nearest",
         )
         values = raw.astype(np.int64)
         if self.lookup is not None:
@@ -129,7 +133,10 @@ def _load_raster_labels(p: Path, scene: SceneInfo, class_map: ClassMap) -> Raste
         if src.crs is None:
             raise CRSError(f"label raster {p} has no CRS; assign one (gdal_edit.py -a_srs ...).")
         if src.crs != scene.crs:
-            msg = f"label raster {p} is in {src.crs.to_string()}; warping it to the scene CRS {scene.crs.to_string()}."
+            msg = (
+                f"label raster {p} is in {src.crs.to_string()}; warping it to the scene CRS "
+                f"{scene.crs.to_string()}."
+            )
             log.warning(msg)
             warnings.warn(msg, ReprojectionWarning, stacklevel=3)
         from rasterio.warp import transform_bounds
@@ -201,7 +208,8 @@ def _load_vector_labels(
         raise LabelError(
             f"no polygon of {p} intersects the scene {scene.name} (scene bounds "
             f"{tuple(round(v, 2) for v in scene.bounds)} in {scene.crs.to_string()}, label bounds "
-            f"{tuple(round(v, 2) for v in info.get('total_bounds', ()) or ())}); are they of the same place?"
+            f"{tuple(round(v, 2) for v in info.get('total_bounds', ()) or ())}); are they of "
+            "the same place?"
         )
     values = frame[column].astype(str)
     frame = frame.assign(class_id=[class_map.class_of(v) for v in values])

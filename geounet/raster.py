@@ -308,7 +308,7 @@ def _open_stack(paths: list[str], resampling: ResamplingName) -> SceneInfo:
     nodatas = {m[6] for m in metas}
     nodata = nodatas.pop() if len(nodatas) == 1 else None
     band_xml = []
-    for i, (p, _, t, w, h, dt, nd) in enumerate(metas, start=1):
+    for i, (p, _, t, w, h, _dt, nd) in enumerate(metas, start=1):
         # Where this file's pixel grid lands on the target grid, in (fractional) target pixels.
         col0, row0 = ~grid_t @ (t.c, t.f)
         col1, row1 = ~grid_t @ (t.c + t.a * w, t.f + t.e * h)
@@ -322,7 +322,8 @@ def _open_stack(paths: list[str], resampling: ResamplingName) -> SceneInfo:
             f'<SourceFilename relativeToVRT="0">{escape(str(Path(p).resolve()))}</SourceFilename>'
             f"<SourceBand>1</SourceBand>"
             f'<SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>'
-            f'<DstRect xOff="{col0!r}" yOff="{row0!r}" xSize="{col1 - col0!r}" ySize="{row1 - row0!r}"/>'
+            f'<DstRect xOff="{col0!r}" yOff="{row0!r}" xSize="{col1 - col0!r}" '
+            f'ySize="{row1 - row0!r}"/>'
             + (f"<NODATA>{nd}</NODATA>" if nd is not None else "")
             + "</ComplexSource></VRTRasterBand>"
         )

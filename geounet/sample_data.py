@@ -136,7 +136,13 @@ def make_synthetic_scene(
 
 
 def _synthetic_block(
-    r0: int, rows: int, width: int, count: int, dtype: np.dtype, fill: Fill, rng: np.random.Generator
+    r0: int,
+    rows: int,
+    width: int,
+    count: int,
+    dtype: np.dtype,
+    fill: Fill,
+    rng: np.random.Generator,
 ) -> np.ndarray:
     if fill == "constant":
         return np.ones((count, rows, width), dtype=dtype)

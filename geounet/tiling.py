@@ -47,7 +47,10 @@ BUFFER_SPLIT = "buffer"
 """Split name of chips dropped from every split because they overlap a chip of another split."""
 
 SPLIT_COLOURS = {
-    "train": (46, 160, 67), "val": (31, 119, 180), "test": (255, 127, 14), BUFFER_SPLIT: (150, 150, 150),
+    "train": (46, 160, 67),
+    "val": (31, 119, 180),
+    "test": (255, 127, 14),
+    BUFFER_SPLIT: (150, 150, 150),
 }  # fmt: skip
 
 
@@ -85,7 +88,9 @@ class TilingOptions:
             )
         fr = self.split_fractions
         if len(fr) != 3 or any(f < 0 for f in fr) or abs(sum(fr) - 1.0) > 1e-6:
-            raise ConfigError(f"split_fractions (train, val, test) must be >= 0 and sum to 1, got {fr}.")
+            raise ConfigError(
+                f"split_fractions (train, val, test) must be >= 0 and sum to 1, got {fr}."
+            )
         if self.split_block_chips < 1:
             raise ConfigError(f"split_block_chips must be >= 1, got {self.split_block_chips}.")
 
@@ -127,7 +132,9 @@ def assign_splits(grid: ChipGrid, options: TilingOptions) -> dict[tuple[int, int
     block_split = {blk: "test" for blk in order[:n_test]}
     block_split |= {blk: "val" for blk in order[n_test : n_test + n_val]}
     block_split |= {blk: "train" for blk in order[n_test + n_val :]}
-    split = {(i, j): block_split[(i // b, j // b)] for i in range(len(rows)) for j in range(len(cols))}
+    split = {
+        (i, j): block_split[(i // b, j // b)] for i in range(len(rows)) for j in range(len(cols))
+    }
 
     ch, cw = grid.chip_size
     priority = {"train": 0, "val": 1, "test": 2}
@@ -162,7 +169,9 @@ def _prepare_out_dir(out_dir: Path, overwrite: bool) -> Path:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=parent))
     except OSError as exc:
-        raise OutputError(f"cannot write into {parent}: {exc.strerror}; choose another --out.") from exc
+        raise OutputError(
+            f"cannot write into {parent}: {exc.strerror}; choose another --out."
+        ) from exc
     return tmp
 
 
@@ -345,7 +354,9 @@ def _write_chips(
         "geounet_version": __version__,
         "scene": scene.to_dict(),
         "res": list(scene.res),
-        "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(options).items()},
+        "options": {
+            k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(options).items()
+        },
         "labels": label_summary(labels) if labels is not None else None,
         "chips": {"grid": len(chips), "written": len(records), "skipped_nodata": skipped},
         "splits": split_counts,
@@ -372,7 +383,9 @@ def _write_index(path: Path, records: list[dict[str, Any]], scene: SceneInfo) ->
     # GeoPackage 1.2: GDAL 3.10 writes 1.4 by default, which QGIS 3.22's GDAL warns about.
     frame.to_file(path, layer="chips", driver="GPKG", dataset_options={"VERSION": "1.2"})
     # Chips drawn as see-through squares coloured by split, so the imagery stays visible.
-    qml = categorized_fill_qml(ClassScheme.default(), attr="split", values=SPLIT_COLOURS, fill_alpha=60)
+    qml = categorized_fill_qml(
+        ClassScheme.default(), attr="split", values=SPLIT_COLOURS, fill_alpha=60
+    )
     write_gpkg_style(path, "chips", qml, "splits")
 
 
@@ -390,4 +403,3 @@ def read_index(chips_dir: str | Path) -> Any:
     import geopandas as gpd
 
     return gpd.read_file(Path(chips_dir) / "index.gpkg", layer="chips")
-

@@ -43,18 +43,26 @@ def qgis_check():
     """
     script = qgis_check_path()
     python = Path("/usr/bin/python3")
-    ok = script is not None and python.exists() and subprocess.run(
-        [str(python), "-c", "import qgis.core"], capture_output=True
-    ).returncode == 0
+    ok = (
+        script is not None
+        and python.exists()
+        and subprocess.run([str(python), "-c", "import qgis.core"], capture_output=True).returncode
+        == 0
+    )
     if not ok:
         if os.environ.get("CI"):
             pytest.fail("QGIS (python3-qgis) or shared/tools/qgis/qgis_check.py missing in CI")
-        pytest.skip("Debian's PyQGIS is not installed (apt-get install python3-qgis qgis-providers)")
+        pytest.skip(
+            "Debian's PyQGIS is not installed (apt-get install python3-qgis qgis-providers)"
+        )
 
     def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
         return subprocess.run(
-            [str(python), str(script), *map(str, args)], capture_output=True, text=True, env=env,
+            [str(python), str(script), *map(str, args)],
+            capture_output=True,
+            text=True,
+            env=env,
             timeout=300,
         )
 

@@ -60,7 +60,9 @@ def test_axis_offsets_rejects_bad_sizes(chip, stride, match):
 
 def test_chip_transform_is_window_transform_and_owned_windows_tile_scene():
     t = Affine(10, 0, 330000, 0, -10, 5822040)
-    grid = ChipGrid(shape=(301, 257), transform=t, crs=CRS.from_epsg(32633), chip_size=(64, 64), stride=(48, 48))
+    grid = ChipGrid(
+        shape=(301, 257), transform=t, crs=CRS.from_epsg(32633), chip_size=(64, 64), stride=(48, 48)
+    )
     seen = set()
     total = 0
     for chip in grid:

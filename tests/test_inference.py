@@ -16,8 +16,10 @@ BANDS = ("B02", "B03", "B04", "B08")
 def _spec(count=4, chip=64):
     return ModelSpec(
         bands=tuple(f"band_{i + 1}" for i in range(count)) if count != 4 else BANDS,
-        mean=np.full(count, 100.0, np.float32), std=np.full(count, 50.0, np.float32),
-        scheme=ClassScheme.default(), chip_size=chip,
+        mean=np.full(count, 100.0, np.float32),
+        std=np.full(count, 50.0, np.float32),
+        scheme=ClassScheme.default(),
+        chip_size=chip,
     )
 
 
@@ -47,7 +49,9 @@ class ConvModel(torch.nn.Module):
 
 
 def _scene(tmp_path, shape=(150, 201), nodata=None):
-    path = make_synthetic_scene(tmp_path / "scene.tif", shape=shape, count=4, fill="random", nodata=nodata)
+    path = make_synthetic_scene(
+        tmp_path / "scene.tif", shape=shape, count=4, fill="random", nodata=nodata
+    )
     with rasterio.open(path, "r+") as ds:
         ds.descriptions = BANDS
     return path
@@ -64,20 +68,32 @@ def _whole(model, path, spec):
 @pytest.mark.parametrize(("chip", "overlap"), [(64, 16), (48, 0), (40, 13)])
 def test_per_pixel_model_tiles_exactly_like_whole_scene(tmp_path, blend, chip, overlap):
     path, spec, model = _scene(tmp_path), _spec(chip=chip), PixelModel()
-    result = predict_scene(model, path, tmp_path / "out", metadata=spec,
-                           options=PredictOptions(overlap=overlap, blend=blend, probabilities=True, batch_size=3))
+    result = predict_scene(
+        model,
+        path,
+        tmp_path / "out",
+        metadata=spec,
+        options=PredictOptions(overlap=overlap, blend=blend, probabilities=True, batch_size=3),
+    )
     whole = _whole(model, path, spec)
     with rasterio.open(result.classes) as c, rasterio.open(path) as s:
         assert c.crs == s.crs and c.transform == s.transform and c.shape == s.shape
         np.testing.assert_array_equal(c.read(1), whole.argmax(0))
     with rasterio.open(result.probabilities) as p:
-        np.testing.assert_array_equal(p.read(), np.clip(np.rint(whole * 255), 0, 255).astype(np.uint8))
+        np.testing.assert_array_equal(
+            p.read(), np.clip(np.rint(whole * 255), 0, 255).astype(np.uint8)
+        )
 
 
 def test_conv_model_has_no_seams_with_crop(tmp_path):
     path, spec, model = _scene(tmp_path), _spec(chip=48), ConvModel()
-    result = predict_scene(model, path, tmp_path / "out", metadata=spec,
-                           options=PredictOptions(overlap=8, blend="crop", probabilities=True))
+    result = predict_scene(
+        model,
+        path,
+        tmp_path / "out",
+        metadata=spec,
+        options=PredictOptions(overlap=8, blend="crop", probabilities=True),
+    )
     whole = _whole(model, path, spec)
     with rasterio.open(result.probabilities) as p:
         got = p.read()
@@ -87,8 +103,13 @@ def test_conv_model_has_no_seams_with_crop(tmp_path):
 
 def test_conv_model_gaussian_close_to_whole(tmp_path):
     path, spec, model = _scene(tmp_path), _spec(chip=48), ConvModel()
-    result = predict_scene(model, path, tmp_path / "out", metadata=spec,
-                           options=PredictOptions(overlap=16, blend="gaussian", probabilities=True))
+    result = predict_scene(
+        model,
+        path,
+        tmp_path / "out",
+        metadata=spec,
+        options=PredictOptions(overlap=16, blend="gaussian", probabilities=True),
+    )
     whole = np.clip(np.rint(_whole(model, path, spec) * 255), 0, 255)
     with rasterio.open(result.probabilities) as p:
         got = p.read().astype(float)
@@ -105,8 +126,13 @@ def test_nodata_stays_nodata_and_outputs_load(tmp_path):
         data = ds.read()
         data[:, 10:30, 20:90] = 0
         ds.write(data)
-    result = predict_scene(PixelModel(), path, tmp_path / "out", metadata=_spec(chip=64),
-                           options=PredictOptions(overlap=16))
+    result = predict_scene(
+        PixelModel(),
+        path,
+        tmp_path / "out",
+        metadata=_spec(chip=64),
+        options=PredictOptions(overlap=16),
+    )
     with rasterio.open(result.classes) as c:
         classes = c.read(1)
         assert c.nodata == 255
@@ -121,8 +147,16 @@ def test_nodata_stays_nodata_and_outputs_load(tmp_path):
 
 def test_tta_equals_plain_for_a_flip_invariant_model(tmp_path):
     path, spec, model = _scene(tmp_path), _spec(chip=64), PixelModel()
-    a = predict_scene(model, path, tmp_path / "a", metadata=spec, options=PredictOptions(tta=True, probabilities=True))
-    b = predict_scene(model, path, tmp_path / "b", metadata=spec, options=PredictOptions(probabilities=True))
+    a = predict_scene(
+        model,
+        path,
+        tmp_path / "a",
+        metadata=spec,
+        options=PredictOptions(tta=True, probabilities=True),
+    )
+    b = predict_scene(
+        model, path, tmp_path / "b", metadata=spec, options=PredictOptions(probabilities=True)
+    )
     with rasterio.open(a.probabilities) as pa, rasterio.open(b.probabilities) as pb:
         assert np.abs(pa.read().astype(int) - pb.read().astype(int)).max() <= 1
 
@@ -131,7 +165,12 @@ def test_bad_input_fails_before_compute(tmp_path):
     path = _scene(tmp_path)
     with pytest.raises(BandMismatchError, match=r"4 bands.*trained on 3 bands"):
         predict_scene(PixelModel(3), path, tmp_path / "o", metadata=_spec(count=3))
-    spec = ModelSpec(bands=("B02", "B03", "B08", "B04"), mean=np.zeros(4, np.float32), std=np.ones(4, np.float32), scheme=ClassScheme.default())
+    spec = ModelSpec(
+        bands=("B02", "B03", "B08", "B04"),
+        mean=np.zeros(4, np.float32),
+        std=np.ones(4, np.float32),
+        scheme=ClassScheme.default(),
+    )
     with pytest.raises(BandMismatchError, match="order"):
         predict_scene(PixelModel(), path, tmp_path / "o", metadata=spec)
     nocrs = tmp_path / "nocrs.tif"

@@ -46,7 +46,9 @@ def test_prediction_outputs_open_in_qgis_as_named_coloured_cog(tmp_path, qgis_ch
     result = predict_scene(model, brandenburg_s2().band_paths, tmp_path / "pred", metadata=spec,
                            options=PredictOptions(probabilities=True))  # fmt: skip
     png = tmp_path / "render.png"
-    run = qgis_check(result.classes, result.probabilities, "--require-cog", "--json", "--render", png)
+    run = qgis_check(
+        result.classes, result.probabilities, "--require-cog", "--json", "--render", png
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     layers = [layer for item in json.loads(run.stdout)["inputs"] for layer in item["layers"]]
     classes, probs = layers

@@ -13,8 +13,16 @@ from geounet.sample_data import SENTINEL2_BANDS, brandenburg_s2
 
 def _write(path, data, res, crs="EPSG:32633", origin=(330000.0, 5822040.0), nodata=None):
     with rasterio.open(
-        path, "w", driver="GTiff", width=data.shape[1], height=data.shape[0], count=1,
-        dtype=data.dtype, crs=crs, transform=Affine(res, 0, origin[0], 0, -res, origin[1]), nodata=nodata,
+        path,
+        "w",
+        driver="GTiff",
+        width=data.shape[1],
+        height=data.shape[0],
+        count=1,
+        dtype=data.dtype,
+        crs=crs,
+        transform=Affine(res, 0, origin[0], 0, -res, origin[1]),
+        nodata=nodata,
     ) as dst:
         dst.write(data, 1)
     return path
@@ -57,16 +65,34 @@ def test_stack_rejects_mixed_crs_and_multiband(tmp_path):
     b = _write(tmp_path / "b_B03.tif", np.ones((10, 10), np.uint16), 10, crs="EPSG:32632")
     with pytest.raises(GridMismatchError, match="share one CRS"):
         open_scene([a, b])
-    with rasterio.open(tmp_path / "m.tif", "w", driver="GTiff", width=4, height=4, count=2, dtype="uint8",
-                       crs="EPSG:32633", transform=Affine(10, 0, 0, 0, -10, 0)) as d:
+    with rasterio.open(
+        tmp_path / "m.tif",
+        "w",
+        driver="GTiff",
+        width=4,
+        height=4,
+        count=2,
+        dtype="uint8",
+        crs="EPSG:32633",
+        transform=Affine(10, 0, 0, 0, -10, 0),
+    ) as d:
         d.write(np.ones((2, 4, 4), "uint8"))
     with pytest.raises(InputFileError, match="single-band"):
         open_scene([a, tmp_path / "m.tif"])
 
 
 def test_rotated_transform_is_refused(tmp_path):
-    with rasterio.open(tmp_path / "r.tif", "w", driver="GTiff", width=4, height=4, count=1, dtype="uint8",
-                       crs="EPSG:32633", transform=Affine(10, 1, 0, 1, -10, 0)) as d:
+    with rasterio.open(
+        tmp_path / "r.tif",
+        "w",
+        driver="GTiff",
+        width=4,
+        height=4,
+        count=1,
+        dtype="uint8",
+        crs="EPSG:32633",
+        transform=Affine(10, 1, 0, 1, -10, 0),
+    ) as d:
         d.write(np.ones((1, 4, 4), "uint8"))
     with pytest.raises(CRSError, match="rotated"):
         open_scene(tmp_path / "r.tif")
@@ -75,7 +101,10 @@ def test_rotated_transform_is_refused(tmp_path):
 def test_band_and_scene_names():
     assert band_name_from_path("x/T33UUU_20170216T102101_B8A.jp2") == "B8A"
     assert band_name_from_path("red.tif") == "red"
-    assert scene_name_from_paths(["T33UUU_20170216T102101_B02.jp2", "T33UUU_20170216T102101_B03.jp2"]) == "T33UUU_20170216T102101"
+    assert (
+        scene_name_from_paths(["T33UUU_20170216T102101_B02.jp2", "T33UUU_20170216T102101_B03.jp2"])
+        == "T33UUU_20170216T102101"
+    )
 
 
 def test_bundled_sample_opens_as_13_bands_at_10m():

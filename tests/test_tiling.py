@@ -17,7 +17,15 @@ from geounet.sample_data import make_synthetic_labels, make_synthetic_scene
 from geounet.tiling import BUFFER_SPLIT, TilingOptions, assign_splits, read_index, tile_scene
 
 OSM_MAP = ClassMap.from_dict(
-    {"column": "fclass", "mapping": {"field": ["farm"], "water": ["water"], "building": ["residential"], "other": ["forest"]}}
+    {
+        "column": "fclass",
+        "mapping": {
+            "field": ["farm"],
+            "water": ["water"],
+            "building": ["residential"],
+            "other": ["forest"],
+        },
+    }
 )
 
 
@@ -40,18 +48,26 @@ def _assert_chips_match_scene(scene_path: Path, out: Path, fill: int | None = No
                 inside = (rows < scene.height) & (cols < scene.width) & (rows >= 0) & (cols >= 0)
                 inside = np.broadcast_to(inside, data.shape[1:])
                 # Pixels inside the scene: identical to the scene, and band 1/2 hold row/col.
-                expected = whole[:, max(r0, 0) : r0 + data.shape[1], max(c0, 0) : c0 + data.shape[2]]
+                expected = whole[
+                    :, max(r0, 0) : r0 + data.shape[1], max(c0, 0) : c0 + data.shape[2]
+                ]
                 h, w = expected.shape[1:]
                 np.testing.assert_array_equal(data[:, :h, :w], expected)
-                np.testing.assert_array_equal(data[0][inside], np.broadcast_to(rows, inside.shape)[inside])
-                np.testing.assert_array_equal(data[1][inside], np.broadcast_to(cols, inside.shape)[inside])
+                np.testing.assert_array_equal(
+                    data[0][inside], np.broadcast_to(rows, inside.shape)[inside]
+                )
+                np.testing.assert_array_equal(
+                    data[1][inside], np.broadcast_to(cols, inside.shape)[inside]
+                )
                 if fill is not None:
                     assert (data[:, ~inside] == fill).all()
     return len(index)
 
 
 @pytest.mark.parametrize("crs", ["EPSG:32633", "EPSG:4326"])
-@pytest.mark.parametrize(("shape", "chip", "stride"), [((301, 257), 64, 48), ((97, 131), 32, 32), ((65, 200), 64, 21)])
+@pytest.mark.parametrize(
+    ("shape", "chip", "stride"), [((301, 257), 64, 48), ((97, 131), 32, 32), ((65, 200), 64, 21)]
+)
 def test_chips_equal_scene_at_their_bounds(tmp_path, crs, shape, chip, stride):
     scene = make_synthetic_scene(tmp_path / "s.tif", shape=shape, count=3, crs=crs)
     out = tmp_path / "chips"
@@ -63,7 +79,11 @@ def test_chips_equal_scene_at_their_bounds(tmp_path, crs, shape, chip, stride):
 def test_padded_edge_chips_hold_nodata(tmp_path):
     scene = make_synthetic_scene(tmp_path / "s.tif", shape=(70, 90), count=2, nodata=65535)
     out = tmp_path / "chips"
-    tile_scene(scene, out, options=TilingOptions(chip_size=64, stride=64, edge="pad", max_nodata_fraction=1.0))
+    tile_scene(
+        scene,
+        out,
+        options=TilingOptions(chip_size=64, stride=64, edge="pad", max_nodata_fraction=1.0),
+    )
     assert _assert_chips_match_scene(scene, out, fill=65535) == 4
     index = read_index(out)
     corner = index[(index.row_off == 64) & (index.col_off == 64)].iloc[0]
@@ -75,13 +95,18 @@ def test_chip_larger_than_scene_needs_padding(tmp_path, utm_scene):
         tile_scene(utm_scene, tmp_path / "o", options=TilingOptions(chip_size=512))
     assert not (tmp_path / "o").exists()
     assert list(tmp_path.glob(".o.partial-*")) == []
-    tile_scene(utm_scene, tmp_path / "o", options=TilingOptions(chip_size=512, edge="pad", max_nodata_fraction=1.0))
+    tile_scene(
+        utm_scene,
+        tmp_path / "o",
+        options=TilingOptions(chip_size=512, edge="pad", max_nodata_fraction=1.0),
+    )
     assert len(read_index(tmp_path / "o")) == 1
 
 
 def test_label_masks_align_to_the_pixel(tmp_path, utm_scene):
     with rasterio.open(utm_scene) as s:
         t = s.transform
+
     # A polygon covering exactly scene rows 40..59 and cols 100..129 (pixel edges), and a
     # "water" polygon one pixel wide inside it at col 110, drawn on top (smaller wins).
     def px_box(r0, c0, r1, c1):
@@ -91,11 +116,21 @@ def test_label_masks_align_to_the_pixel(tmp_path, utm_scene):
 
     labels = make_synthetic_labels(
         tmp_path / "l.gpkg",
-        [(px_box(40, 100, 60, 130), "farm"), (px_box(45, 110, 55, 111), "water"), (px_box(0, 0, 5, 5), "unknown")],
+        [
+            (px_box(40, 100, 60, 130), "farm"),
+            (px_box(45, 110, 55, 111), "water"),
+            (px_box(0, 0, 5, 5), "unknown"),
+        ],
         crs="EPSG:32633",
     )
     out = tmp_path / "chips"
-    tile_scene(utm_scene, out, labels=labels, class_map=OSM_MAP, options=TilingOptions(chip_size=64, stride=48))
+    tile_scene(
+        utm_scene,
+        out,
+        labels=labels,
+        class_map=OSM_MAP,
+        options=TilingOptions(chip_size=64, stride=48),
+    )
     index = read_index(out)
     assert {"px_other", "px_field", "px_water", "px_building", "px_ignore"} <= set(index.columns)
     scheme = ClassScheme.default()
@@ -121,11 +156,18 @@ def test_labels_in_another_crs_are_reprojected_and_user_told(tmp_path, utm_scene
     with rasterio.open(utm_scene) as s:
         bounds = s.bounds
     poly = box(bounds.left + 500, bounds.bottom + 500, bounds.left + 1500, bounds.bottom + 1500)
-    frame = gpd.GeoDataFrame({"fclass": ["water"]}, geometry=[poly], crs="EPSG:32633").to_crs("EPSG:4326")
+    frame = gpd.GeoDataFrame({"fclass": ["water"]}, geometry=[poly], crs="EPSG:32633").to_crs(
+        "EPSG:4326"
+    )
     frame.to_file(tmp_path / "l.geojson")
     with pytest.warns(UserWarning, match="reprojecting them to the scene CRS"):
-        tile_scene(utm_scene, tmp_path / "c", labels=tmp_path / "l.geojson", class_map=OSM_MAP,
-                    options=TilingOptions(chip_size=64, edge="pad", max_nodata_fraction=1.0))
+        tile_scene(
+            utm_scene,
+            tmp_path / "c",
+            labels=tmp_path / "l.geojson",
+            class_map=OSM_MAP,
+            options=TilingOptions(chip_size=64, edge="pad", max_nodata_fraction=1.0),
+        )
     index = read_index(tmp_path / "c")
     assert abs(index.px_water.sum() - 100 * 100) < 100 * 4 * 2  # area survives reprojection
 
@@ -140,8 +182,15 @@ def test_raster_labels_resampled_nearest(tmp_path, utm_scene):
     from affine import Affine
 
     with rasterio.open(
-        tmp_path / "lab.tif", "w", driver="GTiff", width=129, height=151, count=1, dtype="uint8",
-        crs=crs, transform=Affine(20, 0, t.c, 0, -20, t.f),
+        tmp_path / "lab.tif",
+        "w",
+        driver="GTiff",
+        width=129,
+        height=151,
+        count=1,
+        dtype="uint8",
+        crs=crs,
+        transform=Affine(20, 0, t.c, 0, -20, t.f),
     ) as dst:
         dst.write(lab, 1)
     out = tmp_path / "c"
@@ -156,7 +205,9 @@ def test_raster_labels_resampled_nearest(tmp_path, utm_scene):
 
 
 def test_outputs_stats_classes_and_index(tmp_path):
-    scene = make_synthetic_scene(tmp_path / "s.tif", shape=(200, 150), count=3, fill="random", nodata=0)
+    scene = make_synthetic_scene(
+        tmp_path / "s.tif", shape=(200, 150), count=3, fill="random", nodata=0
+    )
     with rasterio.open(scene, "r+") as ds:
         data = ds.read()
         data[:, :30, :40] = 0  # a nodata corner
@@ -172,8 +223,12 @@ def test_outputs_stats_classes_and_index(tmp_path):
         assert stats["min"][b] == v.min() and stats["max"][b] == v.max()
         name = stats["bands"][b]
         assert stats["per_band"][name]["valid_pixels"] == valid.sum()
-        assert stats["per_band"][name]["percentiles"]["p2"] == np.percentile(v, 2, method="inverted_cdf")
-        assert stats["per_band"][name]["percentiles"]["p98"] == np.percentile(v, 98, method="inverted_cdf")
+        assert stats["per_band"][name]["percentiles"]["p2"] == np.percentile(
+            v, 2, method="inverted_cdf"
+        )
+        assert stats["per_band"][name]["percentiles"]["p98"] == np.percentile(
+            v, 98, method="inverted_cdf"
+        )
     classes = json.loads((out / "classes.json").read_text())
     assert [c["name"] for c in classes["classes"]] == ["other", "field", "water", "building"]
     assert classes["ignore_index"] == 255
@@ -229,14 +284,21 @@ def test_unreadable_and_missing_files(tmp_path):
 
 
 def test_label_column_missing_lists_columns(tmp_path, utm_scene):
-    labels = make_synthetic_labels(tmp_path / "l.gpkg", [(box(330000, 5819000, 331000, 5820000), "farm")], crs="EPSG:32633", column="landuse")
+    labels = make_synthetic_labels(
+        tmp_path / "l.gpkg",
+        [(box(330000, 5819000, 331000, 5820000), "farm")],
+        crs="EPSG:32633",
+        column="landuse",
+    )
     with pytest.raises(LabelError, match=r"no column 'fclass'.*\['landuse'\]"):
         tile_scene(utm_scene, tmp_path / "out", labels=labels, class_map=OSM_MAP)
     assert not (tmp_path / "out").exists()
 
 
 def test_labels_that_do_not_intersect_the_scene(tmp_path, utm_scene):
-    labels = make_synthetic_labels(tmp_path / "l.gpkg", [(box(0, 0, 100, 100), "farm")], crs="EPSG:32633")
+    labels = make_synthetic_labels(
+        tmp_path / "l.gpkg", [(box(0, 0, 100, 100), "farm")], crs="EPSG:32633"
+    )
     with pytest.raises(LabelError, match="intersects the scene"):
         tile_scene(utm_scene, tmp_path / "out", labels=labels, class_map=OSM_MAP)
     assert not (tmp_path / "out").exists()
@@ -267,14 +329,20 @@ def test_existing_output_needs_overwrite(tmp_path, utm_scene):
 
 
 def test_raster_labels_outside_their_footprint_are_ignored(tmp_path, utm_scene):
-    from affine import Affine
 
     with rasterio.open(utm_scene) as s:
         t, crs = s.transform, s.crs
     # Class 0 everywhere it covers, no nodata value: only the left 100 columns are covered.
     with rasterio.open(
-        tmp_path / "lab.tif", "w", driver="GTiff", width=100, height=301, count=1, dtype="uint8",
-        crs=crs, transform=t,
+        tmp_path / "lab.tif",
+        "w",
+        driver="GTiff",
+        width=100,
+        height=301,
+        count=1,
+        dtype="uint8",
+        crs=crs,
+        transform=t,
     ) as dst:
         dst.write(np.zeros((1, 301, 100), "uint8"))
     out = tmp_path / "c"

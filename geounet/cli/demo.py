@@ -10,7 +10,12 @@ from geounet.cli._errors import guarded
 
 
 @click.command(context_settings={"show_default": True})
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("geounet-demo"), help="Output folder of the demo job.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("geounet-demo"),
+    help="Output folder of the demo job.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace earlier demo outputs.")
 @guarded
 def demo(out: Path, overwrite: bool) -> None:

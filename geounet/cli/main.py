@@ -29,7 +29,9 @@ def cli(verbose: int) -> None:
     --config JOB.yaml plus flags that override its fields.
     """
     level = logging.WARNING - 10 * min(verbose + 1, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     logging.captureWarnings(True)
     # pyogrio logs every layer it writes at INFO ("Created 18 records"): noise for users.
     logging.getLogger("pyogrio").setLevel(max(level, logging.WARNING))

@@ -12,18 +12,52 @@ from geounet.cli._errors import guarded
 @click.command(context_settings={"show_default": True})
 @click.argument("model_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("scene", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder for classes.tif, classes.qml, preview.png (and probabilities.tif).")
-@click.option("--chip-size", type=int, default=None, help="Chip side in pixels.  [default: the model's training chip size]")
-@click.option("--overlap", type=int, default=None, help="Pixels shared by neighbouring chips.  [default: chip size / 4]")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder for classes.tif, classes.qml, preview.png (and probabilities.tif).",
+)
+@click.option(
+    "--chip-size",
+    type=int,
+    default=None,
+    help="Chip side in pixels.  [default: the model's training chip size]",
+)
+@click.option(
+    "--overlap",
+    type=int,
+    default=None,
+    help="Pixels shared by neighbouring chips.  [default: chip size / 4]",
+)
 @click.option("--batch-size", type=int, default=4, help="Chips per forward pass.")
-@click.option("--blend", type=click.Choice(["gaussian", "cosine", "crop"]), default="gaussian", help="How overlapping chips are merged (crop keeps each chip's centre).")
+@click.option(
+    "--blend",
+    type=click.Choice(["gaussian", "cosine", "crop"]),
+    default="gaussian",
+    help="How overlapping chips are merged (crop keeps each chip's centre).",
+)
 @click.option("--tta", is_flag=True, help="Average the 8 flips/rotations (8x slower).")
-@click.option("--probabilities", is_flag=True, help="Also write probabilities.tif (uint8 0-255 per class).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Where the model runs (auto: cuda when available).")
+@click.option(
+    "--probabilities", is_flag=True, help="Also write probabilities.tif (uint8 0-255 per class)."
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    help="Where the model runs (auto: cuda when available).",
+)
 @click.option("--readers", type=int, default=2, help="Threads reading chips ahead of the model.")
-@click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model first (GPU, large scenes).")
+@click.option(
+    "--compile",
+    "compile_model",
+    is_flag=True,
+    help="torch.compile the model first (GPU, large scenes).",
+)
 @guarded
-def predict(model_file: Path, scene: tuple[Path, ...], out: Path, compile_model: bool, **options: object) -> None:
+def predict(
+    model_file: Path, scene: tuple[Path, ...], out: Path, compile_model: bool, **options: object
+) -> None:
     """Predict SCENE with MODEL_FILE and write DIR/classes.tif (COG, palette, names).
 
     SCENE is one multi-band raster or the model's band files (e.g. Sentinel-2 JP2s) in the
@@ -33,5 +67,9 @@ def predict(model_file: Path, scene: tuple[Path, ...], out: Path, compile_model:
 
     opts = PredictOptions(compile=compile_model, **options)  # type: ignore[arg-type]
     paths = [str(p) for p in scene]
-    result = predict_scene(str(model_file), paths if len(paths) > 1 else paths[0], out, options=opts)
-    click.echo(f"wrote {result.classes}" + (f" and {result.probabilities}" if result.probabilities else ""))
+    result = predict_scene(
+        str(model_file), paths if len(paths) > 1 else paths[0], out, options=opts
+    )
+    click.echo(
+        f"wrote {result.classes}" + (f" and {result.probabilities}" if result.probabilities else "")
+    )

@@ -15,31 +15,89 @@ def _fractions(ctx: click.Context, param: click.Parameter, value: str | None) ->
     try:
         parts = tuple(float(v) for v in value.split(","))
     except ValueError:
-        raise click.BadParameter(f"expected three numbers like 0.7,0.15,0.15, got {value!r}") from None
+        raise click.BadParameter(
+            f"expected three numbers like 0.7,0.15,0.15, got {value!r}"
+        ) from None
     if len(parts) != 3:
-        raise click.BadParameter(f"expected train,val,test fractions (three numbers), got {value!r}")
+        raise click.BadParameter(
+            f"expected train,val,test fractions (three numbers), got {value!r}"
+        )
     return parts
 
 
 @click.command(context_settings={"show_default": True})
 @click.argument("scene", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output chips folder (required here or in the config).")
-@click.option("--labels", type=click.Path(dir_okay=False, path_type=Path), help="Label polygons (GPKG/GeoJSON/SHP) or a class raster.  [default: none, images only]")
-@click.option("--class-column", help="Attribute column of the label polygons holding class values.  [default: the class map's 'column']")
-@click.option("--class-map", type=click.Path(dir_okay=False, path_type=Path), help="YAML mapping label values to classes.  [default: geounet's 4 classes, values are class ids]")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output chips folder (required here or in the config).",
+)
+@click.option(
+    "--labels",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Label polygons (GPKG/GeoJSON/SHP) or a class raster.  [default: none, images only]",
+)
+@click.option(
+    "--class-column",
+    help="Attribute column of the label polygons holding class values.  "
+    "[default: the class map's 'column']",
+)
+@click.option(
+    "--class-map",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="YAML mapping label values to classes.  "
+    "[default: geounet's 4 classes, values are class ids]",
+)
 @click.option("--chip-size", type=int, help="Chip side in pixels.  [default: 256]")
-@click.option("--stride", type=int, help="Step between chip starts in pixels (< chip size overlaps).  [default: chip size]")
-@click.option("--edge", type=click.Choice(["shift", "pad"]), help="Last chip of a row/column: shifted inward to end at the edge, or padded with nodata.  [default: shift]")
-@click.option("--max-nodata", "max_nodata_fraction", type=float, help="Skip chips with a larger nodata fraction.  [default: 0.5]")
-@click.option("--split", "split_fractions", callback=_fractions, help="Train,val,test fractions of the spatial split blocks.  [default: 0.7,0.15,0.15]")
-@click.option("--split-block", "split_block_chips", type=int, help="Side of a spatial split block, in chips (1 = random per chip).  [default: 2]")
+@click.option(
+    "--stride",
+    type=int,
+    help="Step between chip starts in pixels (< chip size overlaps).  [default: chip size]",
+)
+@click.option(
+    "--edge",
+    type=click.Choice(["shift", "pad"]),
+    help="Last chip of a row/column: shifted inward to end at the edge, or padded with "
+    "nodata.  [default: shift]",
+)
+@click.option(
+    "--max-nodata",
+    "max_nodata_fraction",
+    type=float,
+    help="Skip chips with a larger nodata fraction.  [default: 0.5]",
+)
+@click.option(
+    "--split",
+    "split_fractions",
+    callback=_fractions,
+    help="Train,val,test fractions of the spatial split blocks.  [default: 0.7,0.15,0.15]",
+)
+@click.option(
+    "--split-block",
+    "split_block_chips",
+    type=int,
+    help="Side of a spatial split block, in chips (1 = random per chip).  [default: 2]",
+)
 @click.option("--seed", type=int, help="Seed of the split draw.  [default: 0]")
-@click.option("--compress", type=click.Choice(["zstd", "deflate", "lzw", "none"]), help="Lossless codec of the chip GeoTIFFs.  [default: zstd]")
-@click.option("--workers", type=int, help="Threads reading and writing chips.  [default: one per CPU]")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Job YAML; its 'tile' section gives defaults that flags override.")
+@click.option(
+    "--compress",
+    type=click.Choice(["zstd", "deflate", "lzw", "none"]),
+    help="Lossless codec of the chip GeoTIFFs.  [default: zstd]",
+)
+@click.option(
+    "--workers", type=int, help="Threads reading and writing chips.  [default: one per CPU]"
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Job YAML; its 'tile' section gives defaults that flags override.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
 @guarded
-def tile(scene: tuple[Path, ...], config_path: Path | None, overwrite: bool, **flags: object) -> None:
+def tile(
+    scene: tuple[Path, ...], config_path: Path | None, overwrite: bool, **flags: object
+) -> None:
     """Cut SCENE into georeferenced chips with label masks, index.gpkg and stats.json.
 
     SCENE is one multi-band raster (GeoTIFF/COG/VRT) or several single-band files (e.g.

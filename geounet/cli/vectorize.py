@@ -15,11 +15,39 @@ def _names(ctx: click.Context, param: click.Parameter, value: str | None) -> lis
 
 @click.command(context_settings={"show_default": True})
 @click.argument("class_raster", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output GeoPackage (layer 'polygons').")
-@click.option("--probabilities", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None, help="probabilities.tif of the same prediction: adds mean_prob per polygon.  [default: probabilities.tif beside the class raster, if any]")
-@click.option("--simplify", "simplify_m", type=float, default=0.0, help="Simplification tolerance in metres (CRS units); shared borders stay shared.")
-@click.option("--min-area", "min_area_m2", type=float, default=0.0, help="Drop polygons smaller than this many square metres.")
-@click.option("--classes", callback=_names, default=None, help="Comma-separated class names to keep, e.g. field,water,building.  [default: all]")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Output GeoPackage (layer 'polygons').",
+)
+@click.option(
+    "--probabilities",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="probabilities.tif of the same prediction: adds mean_prob per polygon.  "
+    "[default: probabilities.tif beside the class raster, if any]",
+)
+@click.option(
+    "--simplify",
+    "simplify_m",
+    type=float,
+    default=0.0,
+    help="Simplification tolerance in metres (CRS units); shared borders stay shared.",
+)
+@click.option(
+    "--min-area",
+    "min_area_m2",
+    type=float,
+    default=0.0,
+    help="Drop polygons smaller than this many square metres.",
+)
+@click.option(
+    "--classes",
+    callback=_names,
+    default=None,
+    help="Comma-separated class names to keep, e.g. field,water,building.  [default: all]",
+)
 @click.option("--block-size", type=int, default=1024, help="Block side in pixels (memory bound).")
 @guarded
 def vectorize(class_raster: Path, out: Path, probabilities: Path | None, **options: object) -> None:

@@ -13,7 +13,19 @@ from geounet.tiling import read_index
 def test_help_lists_every_option_with_default():
     result = CliRunner().invoke(cli, ["tile", "--help"])
     assert result.exit_code == 0
-    for flag in ["--labels", "--class-column", "--class-map", "--chip-size", "--stride", "--out", "--edge", "--max-nodata", "--split", "--workers", "--config"]:
+    for flag in [
+        "--labels",
+        "--class-column",
+        "--class-map",
+        "--chip-size",
+        "--stride",
+        "--out",
+        "--edge",
+        "--max-nodata",
+        "--split",
+        "--workers",
+        "--config",
+    ]:
         assert flag in result.output
     assert "[default: 256]" in result.output
 
@@ -26,8 +38,22 @@ def test_geounet_help_is_fast_and_light():
 def test_tile_the_bundled_sample_from_the_cli(tmp_path):
     s = brandenburg_s2()
     out = tmp_path / "chips"
-    args = ["tile", *map(str, s.band_paths), "--labels", str(s.labels), "--class-column", "fclass",
-            "--class-map", str(s.class_map), "--chip-size", "256", "--stride", "224", "--out", str(out)]
+    args = [
+        "tile",
+        *map(str, s.band_paths),
+        "--labels",
+        str(s.labels),
+        "--class-column",
+        "fclass",
+        "--class-map",
+        str(s.class_map),
+        "--chip-size",
+        "256",
+        "--stride",
+        "224",
+        "--out",
+        str(out),
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "wrote 28 chips" in result.output
@@ -41,10 +67,7 @@ def test_config_file_with_flag_override_and_typo(tmp_path):
     s = brandenburg_s2()
     cfg = tmp_path / "job.yaml"
     cfg.write_text(
-        "tile:\n"
-        f"  scene: [{s.band_paths[1]}, {s.band_paths[2]}]\n"
-        "  out: chips\n"
-        "  chip_size: 128\n"
+        f"tile:\n  scene: [{s.band_paths[1]}, {s.band_paths[2]}]\n  out: chips\n  chip_size: 128\n"
     )
     result = CliRunner().invoke(cli, ["tile", "--config", str(cfg), "--stride", "64"])
     assert result.exit_code == 0, result.output
@@ -57,6 +80,8 @@ def test_config_file_with_flag_override_and_typo(tmp_path):
 
 
 def test_bad_input_is_a_clean_error_not_a_traceback(tmp_path):
-    result = CliRunner().invoke(cli, ["tile", str(tmp_path / "nope.tif"), "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        cli, ["tile", str(tmp_path / "nope.tif"), "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == 1
     assert "does not exist" in result.output and "Traceback" not in result.output
