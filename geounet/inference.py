@@ -33,8 +33,9 @@ import rasterio
 
 from geounet._qml import category_names_aux_xml, paletted_raster_qml, write_text_atomic
 from geounet.classes import SCHEME_TAG, ClassScheme
-from geounet.errors import BandMismatchError, ConfigError, OutputError
+from geounet.errors import ConfigError, OutputError
 from geounet.grid import Chip, ChipGrid
+from geounet.modelfile import check_scene_bands
 from geounet.raster import GDAL_ENV, SceneInfo, open_block_writer, open_scene, write_cog
 from geounet.stitching import BlendMerger, MergedStrip, to_uint8_probabilities
 
@@ -100,7 +101,8 @@ class ModelSpec:
             return cls(
                 bands=tuple(data["bands"]),
                 mean=np.asarray(norm["mean"], dtype=np.float32),
-                std=np.asarray(norm["std"], dtype=np.float32),
+                # A constant band (std 0) is divided by 1, as in training (data.Normalization).
+                std=np.where(np.asarray(norm["std"]) == 0, 1.0, norm["std"]).astype(np.float32),
                 scheme=ClassScheme.from_dict(data["classes"]),
                 chip_size=int(data.get("chip_size") or 256),
             )
@@ -121,22 +123,6 @@ class PredictResult:
     qml: Path
 
 
-def check_bands(spec: ModelSpec, scene: SceneInfo) -> None:
-    """Refuse a scene whose bands differ from the model's (count, names or order)."""
-    if scene.count != len(spec.bands):
-        raise BandMismatchError(
-            f"scene {scene.name} has {scene.count} bands {list(scene.bands)} but the model was "
-            f"trained on {len(spec.bands)} bands {list(spec.bands)}; give the scene the model's "
-            "bands in that order."
-        )
-    generic = all(b.startswith("band_") for b in scene.bands)
-    if not generic and tuple(scene.bands) != spec.bands:
-        raise BandMismatchError(
-            f"scene {scene.name} bands {list(scene.bands)} differ from the model's "
-            f"{list(spec.bands)} (names or order); pass the band files in the model's order."
-        )
-
-
 def _resolve_device(name: str) -> torch.device:
     import torch
 
@@ -150,7 +136,7 @@ def _resolve_device(name: str) -> torch.device:
 def _load(model: Any, metadata: Any) -> tuple[torch.nn.Module, ModelSpec]:
     """A model and its spec from a model-file path or a module plus metadata."""
     if isinstance(model, str | Path):
-        from geounet.modelfile import load_model_file
+        from geounet.modelfile import load_model_file  # noqa: PLC0415
 
         loaded = load_model_file(model)
         return loaded.model, ModelSpec.from_metadata(loaded.metadata)
@@ -260,7 +246,7 @@ def predict_scene(
     options = options or PredictOptions()
     net, spec = _load(model, metadata)
     info = scene if isinstance(scene, SceneInfo) else open_scene(scene)
-    check_bands(spec, info)
+    check_scene_bands(spec.bands, info.bands, info.name)
     chip = options.chip_size or spec.chip_size
     overlap = options.overlap if options.overlap is not None else chip // 4
     if overlap >= chip:

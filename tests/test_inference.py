@@ -163,7 +163,7 @@ def test_tta_equals_plain_for_a_flip_invariant_model(tmp_path):
 
 def test_bad_input_fails_before_compute(tmp_path):
     path = _scene(tmp_path)
-    with pytest.raises(BandMismatchError, match=r"4 bands.*trained on 3 bands"):
+    with pytest.raises(BandMismatchError, match=r"trained on 3 bands.*has 4 bands"):
         predict_scene(PixelModel(3), path, tmp_path / "o", metadata=_spec(count=3))
     spec = ModelSpec(
         bands=("B02", "B03", "B08", "B04"),

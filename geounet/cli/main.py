@@ -16,6 +16,7 @@ from geounet.cli.demo import demo
 from geounet.cli.evaluate import evaluate
 from geounet.cli.predict import predict
 from geounet.cli.tile import tile
+from geounet.cli.train import train
 from geounet.cli.vectorize import vectorize
 
 
@@ -38,6 +39,7 @@ def cli(verbose: int) -> None:
 
 
 cli.add_command(tile)
+cli.add_command(train)
 cli.add_command(predict)
 cli.add_command(vectorize)
 cli.add_command(evaluate)

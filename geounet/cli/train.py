@@ -16,9 +16,13 @@ def _devices(ctx: click.Context, param: click.Parameter, value: str | None) -> o
     try:
         parts = [int(v) for v in value.split(",")]
     except ValueError:
-        raise click.BadParameter(f"expected a count, a list like 0,1 or 'auto', got {value!r}") from None
+        raise click.BadParameter(
+            f"expected a count, a list like 0,1 or 'auto', got {value!r}"
+        ) from None
     return parts[0] if len(parts) == 1 and "," not in value else parts
 
+
+_PRECISIONS = ["32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true"]
 
 # Flags that set one field of a nested config section.
 _NESTED = {
@@ -30,29 +34,86 @@ _NESTED = {
 
 
 @click.command(context_settings={"show_default": True})
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Job YAML; its 'train' section gives defaults that flags override.")
-@click.option("--chips", type=click.Path(file_okay=False, path_type=Path), help="Chips folder written by `geounet tile --labels ...` (required here or in the config).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output folder: model.safetensors, metrics.json, checkpoints/, logs/, plots/ (required here or in the config).")
-@click.option("--model", "model_name", help="Registered model name (unet, residual_unet, attention_unet, unet_plus_plus, efficient_unet).  [default: unet]")
-@click.option("--loss", help="Loss: a name, a sum like ce+dice or 0.5*focal+dice.  [default: ce+dice]")
+@click.option(
+    "--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Job YAML; its 'train' section gives defaults that flags override.",
+)
+@click.option(
+    "--chips", type=click.Path(file_okay=False, path_type=Path),
+    help=(
+        "Chips folder written by `geounet tile --labels ...` (required here or in the "
+        "config)."
+    ),
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path),
+    help=(
+        "Output folder: model.safetensors, metrics.json, checkpoints/, logs/, plots/ "
+        "(required here or in the config)."
+    ),
+)
+@click.option(
+    "--model", "model_name",
+    help=(
+        "Registered model name (unet, residual_unet, attention_unet, unet_plus_plus, "
+        "efficient_unet).  [default: unet]"
+    ),
+)
+@click.option(
+    "--loss",
+    help="Loss: a name, a sum like ce+dice or 0.5*focal+dice.  [default: ce+dice]",
+)
 @click.option("--lr", type=float, help="Peak learning rate.  [default: 0.001]")
-@click.option("--optimizer", type=click.Choice(["adamw", "adam", "sgd"]), help="Optimiser.  [default: adamw]")
-@click.option("--schedule", type=click.Choice(["cosine", "constant"]), help="Learning-rate schedule after the linear warm-up.  [default: cosine]")
-@click.option("--epochs", type=int, help="Maximum number of epochs (the total, also with --resume).  [default: 50]")
+@click.option(
+    "--optimizer", type=click.Choice(["adamw", "adam", "sgd"]),
+    help="Optimiser.  [default: adamw]",
+)
+@click.option(
+    "--schedule", type=click.Choice(["cosine", "constant"]),
+    help="Learning-rate schedule after the linear warm-up.  [default: cosine]",
+)
+@click.option(
+    "--epochs", type=int,
+    help="Maximum number of epochs (the total, also with --resume).  [default: 50]",
+)
 @click.option("--batch-size", type=int, help="Chips per batch and device.  [default: 8]")
-@click.option("--num-workers", type=int, help="DataLoader worker processes (0: read in the main process).  [default: 0]")
-@click.option("--precision", type=click.Choice(["32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true"]), help="Numeric precision; bf16-mixed on recent GPUs.  [default: 32-true]")
+@click.option(
+    "--num-workers", type=int,
+    help="DataLoader worker processes (0: read in the main process).  [default: 0]",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(_PRECISIONS),
+    help="Numeric precision; bf16-mixed on recent GPUs.  [default: 32-true]",
+)
 @click.option("--accelerator", help="cpu, gpu, mps or auto.  [default: auto]")
-@click.option("--devices", callback=_devices, help="Device count, ids like 0,1, or auto.  [default: auto]")
+@click.option(
+    "--devices", callback=_devices,
+    help="Device count, ids like 0,1, or auto.  [default: auto]",
+)
 @click.option("--strategy", help="Lightning strategy, e.g. ddp for several GPUs.  [default: auto]")
 @click.option("--seed", type=int, help="Seed of weights, shuffling and augmentation.  [default: 0]")
-@click.option("--patience", type=int, help="Stop after this many epochs without a better validation mIoU.  [default: 15]")
+@click.option(
+    "--patience", type=int,
+    help="Stop after this many epochs without a better validation mIoU.  [default: 15]",
+)
 @click.option("--threads", type=int, help="torch CPU threads.  [default: torch's choice]")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from checkpoints/last.ckpt (your own checkpoints only: they are unpickled).")
+@click.option(
+    "--resume", is_flag=True,
+    help=(
+        "Continue the run in --out from checkpoints/last.ckpt; the epoch count goes on "
+        "(resume only your own runs)."
+    ),
+)
 @click.option("--overwrite", is_flag=True, help="Replace an earlier run in --out.")
-@click.option("--no-progress", "no_progress", is_flag=True, help="Hide the progress bar (e.g. in CI logs).")
+@click.option(
+    "--no-progress", "no_progress", is_flag=True,
+    help="Hide the progress bar (e.g. in CI logs).",
+)
 @guarded
-def train(config_path: Path | None, resume: bool, overwrite: bool, no_progress: bool, **flags: object) -> None:
+def train(
+    config_path: Path | None, resume: bool, overwrite: bool, no_progress: bool, **flags: object
+) -> None:
     """Train a segmentation model on the chips of `geounet tile` and write OUT/model.safetensors.
 
     Trains on the chips of the 'train' split, validates on 'val' after every epoch (per-class
@@ -89,5 +150,6 @@ def train(config_path: Path | None, resume: bool, overwrite: bool, no_progress: 
     click.echo(
         f"trained {result.epochs} epochs in {result.seconds / 60:.1f} min; best epoch "
         f"{(result.best_epoch or 0) + 1}: val mIoU {m['miou']:.3f} ({per_class}), "
-        f"accuracy {m['oa']:.3f}\nwrote {result.model_path} and plots in {result.out_dir / 'plots'}"
+        f"accuracy {m['oa']:.3f}\nwrote {result.model_path.resolve()} and plots in "
+        f"{(result.out_dir / 'plots').resolve()}"
     )

@@ -1,0 +1,459 @@
+"""Training: a Lightning task over a chips folder, ending in a self-describing model file.
+
+:func:`fit` trains a registered model on the ``train`` split of a chips folder, validates on the
+``val`` split after every epoch and writes into ``out_dir``::
+
+    model.safetensors        the shippable model file (weights + metadata, see geounet.modelfile)
+    metrics.json             validation metrics of the best checkpoint, per class and mean
+    checkpoints/last.ckpt    Lightning checkpoints (trusted local files, for --resume only)
+    checkpoints/best-*.ckpt  the best epoch by validation mIoU
+    logs/metrics.csv         per-step and per-epoch losses and metrics (CSVLogger)
+    plots/curves.png, plots/confusion_matrix.png, plots/val_samples.png
+
+Metrics ignore label 255 and are computed with torchmetrics on the validation split; the mean
+IoU/F1 average the classes that occur in the labels or the predictions (torchmetrics' "macro").
+A run is reproducible: the same seed and options on a CPU give the same metrics (Lightning's
+``seed_everything(seed, workers=True)`` plus deterministic algorithms).
+
+On a busy or shared CPU, set ``OMP_WAIT_POLICY=PASSIVE`` before torch is imported (``geounet
+train`` does): spinning OpenMP threads made training steps up to 10x slower on a 2-core machine
+running other jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from geounet import modelfile
+from geounet._task import MONITOR, ChipDataModule, OptimizerOptions, SegmentationTask
+from geounet._validation import (
+    ChipEvaluation,
+    confusion_matrix,
+    evaluate_chips,
+    pixel_metrics,
+)
+from geounet.data import Augment, ChipsInfo, read_chips_info
+from geounet.errors import ConfigError, InputFileError, OutputError
+from geounet.losses import LossSpec
+from geounet.models import describe_model
+
+__all__ = [
+    "MODEL_FILE",
+    "MONITOR",
+    "ChipDataModule",
+    "ChipEvaluation",
+    "OptimizerOptions",
+    "SegmentationTask",
+    "TrainResult",
+    "TrainingOptions",
+    "confusion_matrix",
+    "evaluate_chips",
+    "fit",
+    "pixel_metrics",
+]
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.safetensors"
+"""Name of the model file :func:`fit` writes into its output folder."""
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """Everything :func:`fit` needs besides the chips and output folders.
+
+    Attributes:
+        model: Registered model name (:func:`geounet.models.list_models`).
+        model_options: Its options (:func:`geounet.models.model_options`).
+        loss: Loss spec of :func:`geounet.losses.create_loss` (``"ce+dice"``, ``{"ce": 1}``).
+        loss_options: Loss options (``class_weights``, ``gamma``, ...).
+        optimizer: Optimiser and schedule.
+        augment: Training augmentation (``None``: none).
+        epochs: Maximum number of epochs.
+        batch_size: Chips per batch and device.
+        num_workers: DataLoader worker processes (0 reads in the main process).
+        precision: Lightning precision (``32-true``; ``bf16-mixed`` on recent GPUs).
+        accelerator: ``auto``, ``cpu``, ``gpu``, ``mps``.
+        devices: Device count, list of ids or ``auto``.
+        strategy: Lightning strategy (``auto``, ``ddp``, ...).
+        seed: Seed of initial weights, shuffling and augmentation.
+        deterministic: Use deterministic algorithms (on a GPU, non-deterministic ops warn).
+        patience: Early-stopping patience in epochs on validation mIoU; ``None`` disables it.
+        channels_last: Use the channels-last memory layout (faster convolutions on most CPUs
+            and on tensor-core GPUs).
+        threads: ``torch.set_num_threads`` value; ``None`` keeps torch's default.
+        tensorboard: Also log to TensorBoard (needs the ``tensorboard`` package).
+        progress_bar: Show a progress bar.
+        val_samples: Number of validation chips drawn in ``plots/val_samples.png``.
+    """
+
+    model: str = "unet"
+    model_options: Mapping[str, Any] = field(default_factory=dict)
+    loss: LossSpec = "ce+dice"
+    loss_options: Mapping[str, Any] = field(default_factory=dict)
+    optimizer: OptimizerOptions = field(default_factory=OptimizerOptions)
+    augment: Augment | None = field(default_factory=Augment)
+    epochs: int = 50
+    batch_size: int = 8
+    num_workers: int = 0
+    precision: str = "32-true"
+    accelerator: str = "auto"
+    devices: int | str | Sequence[int] = "auto"
+    strategy: str = "auto"
+    seed: int = 0
+    deterministic: bool = True
+    patience: int | None = 15
+    channels_last: bool = True
+    threads: int | None = None
+    tensorboard: bool = False
+    progress_bar: bool = True
+    val_samples: int = 6
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.num_workers < 0 or self.val_samples < 0:
+            raise ConfigError("num_workers and val_samples must be >= 0.")
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(f"patience must be >= 1 or None, got {self.patience}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (stored in checkpoints and the model file)."""
+        out = asdict(self)
+        out["model_options"] = dict(self.model_options)
+        out["loss_options"] = dict(self.loss_options)
+        out["devices"] = (
+            list(self.devices)
+            if isinstance(self.devices, Sequence) and not isinstance(self.devices, str)
+            else self.devices
+        )
+        return out
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`fit` produced.
+
+    Attributes:
+        out_dir: The output folder.
+        model_path: The model file (``None`` on non-zero DDP ranks, which write nothing).
+        best_checkpoint: The checkpoint the model file was made from.
+        epochs: Epochs completed in total (a resumed run counts the earlier ones).
+        best_epoch: 0-based epoch of the best checkpoint.
+        metrics: Validation metrics of the best checkpoint (``miou``, ``iou_<class>``, ...).
+        seconds: Wall time of ``Trainer.fit`` in this call.
+        plots: Plot name -> PNG path.
+    """
+
+    out_dir: Path
+    model_path: Path | None
+    best_checkpoint: Path | None
+    epochs: int
+    best_epoch: int | None
+    metrics: dict[str, float]
+    seconds: float
+    plots: dict[str, Path]
+
+
+def _prepare_out_dir(out: Path, *, resume: bool, overwrite: bool) -> Path | None:
+    """Check the output folder; return the checkpoint to resume from (or None)."""
+    last = out / "checkpoints" / "last.ckpt"
+    if resume:
+        if not last.is_file():
+            raise InputFileError(
+                f"cannot resume: {last} does not exist; run without --resume to start afresh."
+            )
+        return last
+    ours = [out / n for n in (MODEL_FILE, "metrics.json", "checkpoints", "logs", "plots")]
+    existing = [p for p in ours if p.exists()]
+    if existing and not overwrite:
+        raise OutputError(
+            f"{out} already holds a training run ({', '.join(p.name for p in existing)}); pass "
+            "--resume to continue it, --overwrite to replace it, or choose another --out."
+        )
+    for p in existing:
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {out}: {exc.strerror}; choose another --out.") from exc
+    return None
+
+
+def _stash_log(out: Path) -> Path | None:
+    """Move the CSV log of the run being resumed aside (Lightning's CSVLogger deletes it).
+
+    The stash survives a crash of the resumed run: the next resume folds it in again.
+    """
+    current, stash = out / "logs" / "metrics.csv", out / "logs" / "metrics.resumed.csv"
+    if current.is_file():
+        if stash.is_file():
+            _merge_log(out, stash, keep=True)
+        current.replace(stash)
+    return stash if stash.is_file() else None
+
+
+def _merge_log(out: Path, stash: Path, *, keep: bool = False) -> None:
+    """Prepend the stashed rows of epochs before the resumed run's first epoch to the log."""
+    import pandas as pd
+
+    current = out / "logs" / "metrics.csv"
+    old = pd.read_csv(stash)
+    new = pd.read_csv(current) if current.is_file() else old.iloc[:0]
+    if len(new) and "epoch" in new and new["epoch"].notna().any():
+        # Rows from a partly trained epoch after the last checkpoint are trained again.
+        old = old[old["epoch"] < new["epoch"].min()]
+    merged = pd.concat([old, new], ignore_index=True)
+    merged.to_csv(stash if keep else current, index=False)
+    if not keep:
+        stash.unlink()
+
+
+def _callbacks_and_loggers(out: Path, options: TrainingOptions) -> tuple[list[Any], list[Any]]:
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.loggers import CSVLogger
+
+    best = ModelCheckpoint(
+        dirpath=out / "checkpoints", filename="best-{epoch}", monitor=MONITOR, mode="max"
+    )
+    # Lightning 2.6's save_last writes last.ckpt only in epochs that improve the monitored
+    # metric, so a resume would restart from the best epoch; a second, unmonitored callback
+    # writes the latest epoch every time.
+    last = ModelCheckpoint(
+        dirpath=out / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False
+    )
+    callbacks: list[Any] = [best, last]
+    if options.patience is not None:
+        callbacks.append(EarlyStopping(monitor=MONITOR, mode="max", patience=options.patience))
+    if options.progress_bar:
+        callbacks.append(TQDMProgressBar())
+    loggers: list[Any] = [CSVLogger(out, name="logs", version="")]
+    if options.tensorboard:
+        try:
+            from lightning.pytorch.loggers import TensorBoardLogger
+
+            loggers.append(TensorBoardLogger(out, name="tensorboard", version=""))
+        except ModuleNotFoundError as exc:
+            raise ConfigError(
+                "tensorboard: true needs the tensorboard package (pip install tensorboard)."
+            ) from exc
+    return callbacks, loggers
+
+
+def fit(
+    chips_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    options: TrainingOptions | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> TrainResult:
+    """Train a model on a chips folder and write the model file, metrics, logs and plots.
+
+    Args:
+        chips_dir: A chips folder with labels (``geounet tile --labels ...``).
+        out_dir: Output folder (layout in the module docstring).
+        options: Model, loss, optimiser, epochs, hardware, seed; defaults when None.
+        resume: Continue from ``out_dir/checkpoints/last.ckpt``: the epoch count, optimiser,
+            schedule, early stopping and best score continue where they stopped, and the CSV log
+            keeps the earlier epochs. ``options.epochs`` is the total, so raise it to train
+            longer. Checkpoints are read with ``torch.load(weights_only=True)``; still, resume
+            only your own runs: checkpoints are local working files, the model file is what
+            you ship.
+        overwrite: Replace an earlier run in ``out_dir`` (without ``resume``).
+
+    Returns:
+        Paths, epochs and the best checkpoint's validation metrics.
+
+    Raises:
+        GeounetError: A bad chips folder, option or output folder, before training starts.
+    """
+    options = options or TrainingOptions()
+    info = read_chips_info(chips_dir)
+    out = Path(out_dir)
+    ckpt_path = _prepare_out_dir(out, resume=resume, overwrite=overwrite)
+    with _torch_settings(options.threads):
+        return _fit(info, out, options, ckpt_path)
+
+
+@contextmanager
+def _torch_settings(threads: int | None) -> Iterator[None]:
+    """Apply ``threads`` for the run and restore torch's global flags afterwards.
+
+    Lightning's ``deterministic`` switches torch's global deterministic mode on; a notebook or a
+    test session that calls :func:`fit` should not inherit it.
+    """
+    saved = (
+        torch.get_num_threads(),
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved[0])
+        torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
+
+
+def _fit(
+    info: ChipsInfo, out: Path, options: TrainingOptions, ckpt_path: Path | None
+) -> TrainResult:
+    """Build the task, data and trainer, fit, then finish on rank 0."""
+    pl.seed_everything(options.seed, workers=True, verbose=False)
+    architecture = {
+        "name": options.model,
+        "in_channels": len(info.bands),
+        "num_classes": info.classes.num_classes,
+        "options": dict(options.model_options),
+    }
+    task = SegmentationTask(
+        architecture,
+        info.classes.names,
+        loss=options.loss,
+        loss_options=dict(options.loss_options),
+        optimizer=asdict(options.optimizer),
+        ignore_index=info.classes.ignore_index,
+        channels_last=options.channels_last,
+    )
+    run_config = {"chips_dir": str(info.path.resolve()), "options": options.to_dict()}
+    task.run_config = run_config
+    data = ChipDataModule(
+        info.path,
+        batch_size=options.batch_size,
+        num_workers=options.num_workers,
+        augment=options.augment,
+    )
+    callbacks, loggers = _callbacks_and_loggers(out, options)
+    steps_per_epoch = math.ceil(len(data.train_set) / options.batch_size)
+    trainer = pl.Trainer(
+        max_epochs=options.epochs,
+        accelerator=options.accelerator,
+        devices=options.devices,  # type: ignore[arg-type]
+        strategy=options.strategy,
+        precision=options.precision,  # type: ignore[arg-type]
+        deterministic="warn" if options.deterministic else False,
+        callbacks=callbacks,
+        logger=loggers,
+        log_every_n_steps=max(1, min(50, steps_per_epoch)),
+        enable_progress_bar=options.progress_bar,
+        enable_model_summary=False,
+        default_root_dir=out,
+    )
+    log.info(
+        "training %s on %d train / %d val chips of %s for up to %d epochs",
+        options.model, len(data.train_set), len(data.val_set), info.path, options.epochs,
+    )  # fmt: skip
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        # num_workers is the user's choice (0 is fastest for small chips on few cores), and a
+        # resumed run appends to its own logs on purpose.
+        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        # Lightning's own use of a deprecated torch API; nothing a user can act on.
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+        warnings.filterwarnings("ignore", message=r".*Experiment logs directory .* exists.*")
+        warnings.filterwarnings(
+            "ignore", message=r".*Checkpoint directory .* exists and is not empty.*"
+        )
+        history = _stash_log(out) if ckpt_path is not None else None
+        trainer.fit(task, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
+        if history is not None and trainer.is_global_zero:
+            _merge_log(out, history)
+    seconds = time.perf_counter() - start
+    best = _best_checkpoint(out, trainer)
+    if not trainer.is_global_zero:
+        return TrainResult(out, None, best, trainer.current_epoch, None, {}, seconds, {})
+    run = _RunSummary(out, best, trainer.current_epoch, seconds, run_config)
+    return _finish(task, data, info, run)
+
+
+def _best_checkpoint(out: Path, trainer: pl.Trainer) -> Path:
+    """The best checkpoint of the run (looked up in ``out`` if the run folder was moved)."""
+    callback = trainer.checkpoint_callback
+    last = out / "checkpoints" / "last.ckpt"
+    if callback is None or not callback.best_model_path:
+        return last
+    best = Path(callback.best_model_path)
+    if best.is_file():
+        return best
+    moved = out / "checkpoints" / best.name
+    return moved if moved.is_file() else last
+
+
+@dataclass(frozen=True)
+class _RunSummary:
+    out: Path
+    best: Path
+    epochs: int
+    seconds: float
+    config: dict[str, Any]
+
+
+def _finish(
+    task: SegmentationTask, data: ChipDataModule, info: ChipsInfo, run: _RunSummary
+) -> TrainResult:
+    """Rank 0 after fitting: best weights -> evaluation, model file, metrics.json, plots."""
+    from geounet import _plots
+
+    checkpoint = torch.load(run.best, map_location="cpu", weights_only=True)
+    task.load_state_dict(checkpoint["state_dict"])
+    best_epoch = int(checkpoint.get("epoch", run.epochs - 1))
+    # Evaluate where training ran (a GPU stays a GPU); save_model_file copies to the CPU.
+    model = task.model.eval()
+    options = run.config["options"]
+    evaluation = evaluate_chips(
+        model, data.val_set, batch_size=options["batch_size"], keep=options["val_samples"]
+    )
+    metrics = pixel_metrics(evaluation.confusion, info.classes.names)
+    summary = {
+        "config": run.config,
+        "epochs": run.epochs,
+        "best_epoch": best_epoch,
+        "monitor": MONITOR,
+        "val_metrics": metrics,
+        "train_chips": len(data.train_set),
+        "val_chips": len(data.val_set),
+        "fit_seconds": round(run.seconds, 1),
+        "torch_version": torch.__version__,
+        "lightning_version": pl.__version__,
+    }
+    metadata = modelfile.ModelMetadata(
+        architecture=describe_model(model),
+        bands=info.bands,
+        normalization=info.normalization,
+        classes=info.classes,
+        chip_size=info.chip_size,
+        res=info.res,
+        crs_hint=info.crs,
+        training=summary,
+    )
+    model_path = modelfile.save_model_file(run.out / MODEL_FILE, model, metadata)
+    (run.out / "metrics.json").write_text(
+        json.dumps(modelfile.json_ready(summary), indent=2) + "\n"
+    )
+    plots = _plots.write_plots(
+        run.out / "plots",
+        metrics_csv=run.out / "logs" / "metrics.csv",
+        evaluation=evaluation,
+        info=info,
+        best_epoch=best_epoch,
+    )
+    log.info("val mIoU %.3f (best epoch %d); wrote %s", metrics["miou"], best_epoch, model_path)
+    return TrainResult(
+        run.out, model_path, run.best, run.epochs, best_epoch, metrics, run.seconds, plots
+    )
