@@ -119,8 +119,8 @@ def _split_reference(chips: Path, split: str, path: Path) -> Path:
         mask[rows, cols] = np.where(data != 255, data, mask[rows, cols])
     profile = {
         "driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": "uint8",
-        "crs": rasterio.crs.CRS.from_wkt(meta["crs"]), "transform": rasterio.Affine(*meta["transform"]),
-        "nodata": 255, "compress": "deflate",
+        "crs": rasterio.crs.CRS.from_wkt(meta["crs"]),
+        "transform": rasterio.Affine(*meta["transform"]), "nodata": 255, "compress": "deflate",
     }  # fmt: skip
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(mask, 1)
