@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from geounet.errors import ConfigError
 
 IGNORE_INDEX = 255
@@ -205,16 +203,9 @@ class ClassMap:
     @classmethod
     def from_yaml(cls, path: str | Path) -> ClassMap:
         """Read a class-map YAML file (see ``geounet/class_maps/osm_fclass.yaml``)."""
-        p = Path(path)
-        try:
-            data = yaml.safe_load(p.read_text())
-        except OSError as exc:
-            raise ConfigError(f"cannot read class map {p}: {exc.strerror}.") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"class map {p} is not valid YAML: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"class map {p} must be a mapping with 'mapping' (and 'classes').")
-        return cls.from_dict(data, source=str(p))
+        from geounet.config import read_yaml  # config sits above classes; import late
+
+        return cls.from_dict(read_yaml(path, what="class map"), source=str(path))
 
     def class_of(self, value: Any) -> int:
         """Class id of one attribute value (ignore index when unmapped)."""

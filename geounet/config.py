@@ -98,17 +98,17 @@ def _resolve_paths(section: dict[str, Any], base: Path) -> dict[str, Any]:
     return out
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, with errors naming the file."""
+def read_yaml(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """Read a YAML mapping, with errors naming the file (``what`` says what it should be)."""
     p = Path(path)
     try:
         data = yaml.safe_load(p.read_text())
     except OSError as exc:
-        raise ConfigError(f"cannot read config {p}: {exc.strerror}.") from exc
+        raise ConfigError(f"cannot read {what} {p}: {exc.strerror}.") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config {p} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"{what} {p} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
-        raise ConfigError(f"config {p} must be a YAML mapping of sections (e.g. 'tile:').")
+        raise ConfigError(f"{what} {p} must be a YAML mapping (of sections or keys).")
     return data
 
 
