@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -107,7 +106,10 @@ def child(args: argparse.Namespace) -> None:
     seconds = run_predict(
         Path(args.scene), Path(args.out), args.model, args.chip, args.overlap, args.batch
     )
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM is this process's own peak: ru_maxrss would carry the parent's peak over from fork.
+    status = Path("/proc/self/status").read_text()
+    hwm_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
+    rss_mb = hwm_kb / 1024
     print(json.dumps({"seconds": seconds, "rss_mb": rss_mb}))
 
 
