@@ -49,22 +49,38 @@ class BandStatsAccumulator:
         """Add valid pixels, an array ``(bands, n)``."""
         if pixels.shape[1] == 0:
             return
+        if self.hist is not None:
+            # The exact histogram also gives count, sums, min and max (see _from_hist): one
+            # bincount per band costs ~9 ms per 512 px 13-band chip, the float64 passes ~65.
+            width = self.hist.shape[1]
+            for b in range(self.count):
+                band = pixels[b]
+                if self.hist_offset:
+                    band = band.astype(np.int64) + self.hist_offset
+                self.hist[b] += np.bincount(band, minlength=width)
+            return
         as_float = pixels.astype(np.float64)
         self.n += pixels.shape[1]
         self.total += as_float.sum(axis=1)
         self.total_sq += np.square(as_float).sum(axis=1)
         self.vmin = np.minimum(self.vmin, as_float.min(axis=1))
         self.vmax = np.maximum(self.vmax, as_float.max(axis=1))
-        if self.hist is not None:
-            width = self.hist.shape[1]
-            for b in range(self.count):
-                self.hist[b] += np.bincount(
-                    pixels[b].astype(np.int64) + self.hist_offset, minlength=width
-                )
-        else:
-            keep = min(pixels.shape[1], _MAX_SAMPLE // 16)
-            idx = self._rng.choice(pixels.shape[1], size=keep, replace=False)
-            self.samples.append(pixels[:, idx].astype(np.float64))
+        keep = min(pixels.shape[1], _MAX_SAMPLE // 16)
+        idx = self._rng.choice(pixels.shape[1], size=keep, replace=False)
+        self.samples.append(pixels[:, idx].astype(np.float64))
+
+    def _from_hist(self) -> None:
+        """Set count, sums, min and max of integer bands from their histograms."""
+        assert self.hist is not None
+        values = np.arange(self.hist.shape[1], dtype=np.float64) - self.hist_offset
+        self.n = self.hist.sum(axis=1)
+        self.total = self.hist @ values
+        self.total_sq = self.hist @ np.square(values)
+        seen = self.hist > 0
+        first = seen.argmax(axis=1) - self.hist_offset
+        last = self.hist.shape[1] - 1 - seen[:, ::-1].argmax(axis=1) - self.hist_offset
+        self.vmin = np.where(self.n > 0, first, np.inf).astype(np.float64)
+        self.vmax = np.where(self.n > 0, last, -np.inf).astype(np.float64)
 
     def merge(self, other: BandStatsAccumulator) -> None:
         """Add another accumulator's pixels to this one."""
@@ -89,6 +105,8 @@ class BandStatsAccumulator:
 
     def result(self, band_names: list[str]) -> dict[str, Any]:
         """The ``stats.json`` content: per band and as per-statistic lists in band order."""
+        if self.hist is not None:
+            self._from_hist()
         if (self.n == 0).any():
             empty = [b for b, n in zip(band_names, self.n, strict=True) if n == 0]
             raise ValueError(f"bands {empty} have no valid pixel; cannot compute statistics.")

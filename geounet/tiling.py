@@ -216,7 +216,11 @@ class _ChipWriter:
         r0, c0 = own.row_off - chip.row_off, own.col_off - chip.col_off
         cell = (slice(r0, r0 + own.height), slice(c0, c0 + own.width))
         cell_valid = valid[cell]
-        self._stats().add(data[:, cell[0], cell[1]][:, cell_valid])
+        cell_data = data[:, cell[0], cell[1]]
+        if cell_valid.all():  # the usual case: no boolean-index copy (a view for a full chip)
+            self._stats().add(cell_data.reshape(cell_data.shape[0], -1))
+        else:
+            self._stats().add(cell_data[:, cell_valid])
 
         nodata_fraction = 1.0 - float(valid.mean())
         if nodata_fraction > self.options.max_nodata_fraction:
@@ -329,7 +333,12 @@ def _write_chips(
     workers = options.workers or os.cpu_count() or 1
     chips = list(grid)
     records = []
-    with rasterio.Env(**GDAL_ENV), ThreadPoolExecutor(max_workers=workers) as pool:
+    # The pool already keeps every core busy: a chip read touches a few blocks and a chip write
+    # is small, so GDAL's own threads only add overhead (ALL_CPUS: +6 ms read and +14 ms write
+    # CPU per 512 px 13-band chip on 2 cores). GDAL gets only the cores the pool leaves idle.
+    gdal_threads = max(1, (os.cpu_count() or 1) // workers)
+    env = {**GDAL_ENV, "GDAL_NUM_THREADS": str(gdal_threads)}
+    with rasterio.Env(**env), ThreadPoolExecutor(max_workers=workers) as pool:
         progress = tqdm(total=len(chips), unit="chip", desc=f"tiling {scene.name}", leave=False)
         for chip, record in zip(chips, pool.map(writer, chips), strict=True):
             progress.update()
