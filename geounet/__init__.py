@@ -11,7 +11,14 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "open_scene", "tile_scene", "TilingOptions"]
+__all__ = [
+    "__version__",
+    "open_scene",
+    "tile_scene",
+    "TilingOptions",
+    "predict_scene",
+    "PredictOptions",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -24,4 +31,8 @@ def __getattr__(name: str) -> Any:
         from geounet import tiling
 
         return getattr(tiling, name)
+    if name in ("predict_scene", "PredictOptions"):
+        from geounet import inference
+
+        return getattr(inference, name)
     raise AttributeError(f"module 'geounet' has no attribute {name!r}")

@@ -223,6 +223,7 @@ def predict_scene(
     *,
     metadata: Any = None,
     options: PredictOptions | None = None,
+    **option_fields: Any,
 ) -> PredictResult:
     """Predict a whole scene tile by tile and write the merged class map (and probabilities).
 
@@ -235,6 +236,8 @@ def predict_scene(
         metadata: Bands, normalisation and classes of an ``nn.Module`` (a :class:`ModelSpec`,
             a model file's metadata, or its dict form).
         options: Chip size, overlap, batch, blend, TTA, probabilities, device.
+        **option_fields: The same as keywords (``chip_size=512, tta=True``), instead of
+            ``options``.
 
     Returns:
         The written paths. ``classes.tif`` has the scene's CRS and transform exactly.
@@ -243,7 +246,14 @@ def predict_scene(
         GeounetError: Bad input (bands differ from the model's, no CRS, output not writable),
             raised before any compute.
     """
-    options = options or PredictOptions()
+    if options is not None and option_fields:
+        raise ConfigError("give either options=PredictOptions(...) or option keywords, not both.")
+    try:
+        options = options or PredictOptions(**option_fields)
+    except TypeError as exc:
+        raise ConfigError(
+            f"{exc}; valid options: {list(PredictOptions.__dataclass_fields__)}."
+        ) from exc
     net, spec = _load(model, metadata)
     info = scene if isinstance(scene, SceneInfo) else open_scene(scene)
     check_scene_bands(spec.bands, info.bands, info.name)
