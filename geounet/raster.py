@@ -191,6 +191,21 @@ class SceneInfo:
             invalid |= np.isnan(data).any(axis=0)
         return ~invalid
 
+    def read_valid(
+        self, window: Window, *, boundless: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Read ``window`` and its valid mask; pixels past the scene edge are never valid.
+
+        The edge rule matters when the scene declares no nodata: its padding (0) would
+        otherwise pass for data.
+        """
+        data = self.read(window, boundless=boundless)
+        valid = self.valid_mask(data)
+        h, w = self.shape
+        valid[max(h - int(window.row_off), 0) :, :] = False
+        valid[:, max(w - int(window.col_off), 0) :] = False
+        return data, valid
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description (CRS as WKT and EPSG code when it has one)."""
         return {

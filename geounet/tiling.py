@@ -204,13 +204,7 @@ class _ChipWriter:
         return acc
 
     def __call__(self, chip: Chip) -> dict[str, Any] | None:
-        data = self.scene.read(chip.window, boundless=self.grid.edge == "pad")
-        valid = self.scene.valid_mask(data)
-        if self.grid.edge == "pad":
-            # Pixels past the scene edge are nodata even when the scene declares none.
-            h, w = self.scene.shape
-            valid[max(h - chip.row_off, 0) :, :] = False
-            valid[:, max(w - chip.col_off, 0) :] = False
+        data, valid = self.scene.read_valid(chip.window, boundless=self.grid.edge == "pad")
         # Statistics from the chip's owned cell: owned cells tile the scene exactly once.
         own = self.grid.owned_window(chip)
         r0, c0 = own.row_off - chip.row_off, own.col_off - chip.col_off
