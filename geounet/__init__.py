@@ -1,38 +1,45 @@
 """geounet: turn multispectral satellite scenes into maps with the U-Net family.
 
 Stages (each a function and a ``geounet`` command): tiling -> training -> prediction ->
-vectorising -> evaluation. Heavy libraries (geopandas, torchgeo, lightning) are imported inside
-the stage that needs them, so ``import geounet`` and ``geounet --help`` stay fast.
+vectorising -> evaluation, and jobs that chain them. Heavy libraries (geopandas, torchgeo,
+lightning) are imported inside the stage that needs them, so ``import geounet`` and
+``geounet --help`` stay fast.
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "__version__",
-    "open_scene",
-    "tile_scene",
-    "TilingOptions",
-    "predict_scene",
-    "PredictOptions",
-]
+_EXPORTS = {
+    "open_scene": "geounet.raster",
+    "ClassMap": "geounet.classes",
+    "tile_scene": "geounet.tiling",
+    "TilingOptions": "geounet.tiling",
+    "fit": "geounet.training",
+    "TrainingOptions": "geounet.training",
+    "load_model_file": "geounet.modelfile",
+    "predict_scene": "geounet.inference",
+    "PredictOptions": "geounet.inference",
+    "vectorize_raster": "geounet.vectorize",
+    "evaluate_prediction": "geounet.evaluate",
+    "load_job_config": "geounet.config",
+    "run_job": "geounet.job",
+}
+"""Public name -> the module defining it (imported on first use)."""
+
+__all__ = ["__version__", *_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:
     # Lazy re-exports keep `import geounet` light (torch and geopandas load on first use).
-    if name == "open_scene":
-        from geounet.raster import open_scene
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'geounet' has no attribute {name!r}")
+    return getattr(import_module(module), name)
 
-        return open_scene
-    if name in ("tile_scene", "TilingOptions"):
-        from geounet import tiling
 
-        return getattr(tiling, name)
-    if name in ("predict_scene", "PredictOptions"):
-        from geounet import inference
-
-        return getattr(inference, name)
-    raise AttributeError(f"module 'geounet' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return sorted(__all__)

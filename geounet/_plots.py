@@ -113,7 +113,12 @@ def plot_curves(metrics_csv: Path, path: Path, scheme: ClassScheme, best_epoch: 
     return path
 
 
-def plot_confusion(confusion: np.ndarray, class_names: Sequence[str], path: Path) -> Path:
+def plot_confusion(
+    confusion: np.ndarray,
+    class_names: Sequence[str],
+    path: Path,
+    title: str = "Validation confusion matrix",
+) -> Path:
     """Row-normalised confusion matrix (recall per true class) with pixel counts."""
     plt = _pyplot()
     cm = np.asarray(confusion, dtype=np.float64)
@@ -132,9 +137,7 @@ def plot_confusion(confusion: np.ndarray, class_names: Sequence[str], path: Path
     ax.set(xlabel="predicted class", ylabel="true class")
     total = cm.sum()
     accuracy = np.trace(cm) / total if total else float("nan")
-    ax.set_title(
-        f"Validation confusion matrix\n{int(total):,} labelled pixels, accuracy {accuracy:.1%}"
-    )
+    ax.set_title(f"{title}\n{int(total):,} labelled pixels, accuracy {accuracy:.1%}")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

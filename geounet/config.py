@@ -81,7 +81,19 @@ class TileConfig(_Model):
         }
 
 
-_PATH_FIELDS = {"scene", "out", "labels", "class_map", "chips"}
+_PATH_FIELDS = {"scene", "out", "labels", "class_map", "chips", "reference"}
+
+PACKAGE_PREFIX = "geounet:"
+"""Paths starting with this are inside the installed package (``geounet:sample/...``), so a
+job on the bundled sample runs wherever the job file is copied to."""
+
+
+def resolve_path(value: str | Path, base: Path) -> str:
+    """A config path made absolute: ``geounet:`` paths in the package, others under ``base``."""
+    text = str(value)
+    if text.startswith(PACKAGE_PREFIX):
+        return str(Path(__file__).resolve().parent / text[len(PACKAGE_PREFIX) :])
+    return text if Path(text).is_absolute() else str(base / text)
 
 
 def _resolve_paths(section: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -92,9 +104,9 @@ def _resolve_paths(section: dict[str, Any], base: Path) -> dict[str, Any]:
         if value is None:
             continue
         if isinstance(value, list):
-            out[key] = [str(base / v) if not Path(v).is_absolute() else v for v in value]
-        elif not Path(str(value)).is_absolute():
-            out[key] = str(base / str(value))
+            out[key] = [resolve_path(v, base) for v in value]
+        else:
+            out[key] = resolve_path(value, base)
     return out
 
 
@@ -255,3 +267,172 @@ def load_train_config(path: str | Path | None, overrides: dict[str, Any]) -> Tra
     except ValidationError as exc:
         lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
         raise ConfigError("invalid train options:\n" + "\n".join(lines)) from exc
+
+
+class PredictSection(_Model):
+    """The ``predict`` section of a job (the options of ``geounet predict``)."""
+
+    scene: list[Path] | None = Field(
+        None, description="scene to predict, same bands as the model (default: the tiled scene)"
+    )
+    chip_size: int | None = Field(
+        None, ge=8, description="chip side in pixels (default: the model's training chip size)"
+    )
+    overlap: int | None = Field(None, ge=0, description="pixels shared by neighbouring chips")
+    batch_size: int = Field(4, ge=1, description="chips per forward pass")
+    blend: Literal["gaussian", "cosine", "crop"] = Field("gaussian", description="overlap blend")
+    tta: bool = Field(False, description="average the 8 flips/rotations (8x the compute)")
+    probabilities: bool = Field(True, description="also write probabilities.tif")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the model runs")
+    readers: int = Field(2, ge=1, description="threads reading chips ahead of the model")
+    compile: bool = Field(False, description="torch.compile the model first (GPU, big scenes)")
+
+    def predict_options(self) -> Any:
+        """The :class:`geounet.inference.PredictOptions` of this section."""
+        from geounet.inference import PredictOptions
+
+        return PredictOptions(**self.model_dump(exclude={"scene"}))
+
+
+class VectorizeSection(_Model):
+    """The ``vectorize`` section of a job (the options of ``geounet vectorize``)."""
+
+    simplify_m: float = Field(0.0, ge=0, description="simplification tolerance in metres")
+    min_area_m2: float = Field(0.0, ge=0, description="drop polygons smaller than this")
+    classes: list[str] | None = Field(None, description="class names to keep (default: all)")
+    block_size: int = Field(1024, ge=2, description="block edge in pixels (bounds memory)")
+
+
+class EvaluateSection(_Model):
+    """The ``evaluate`` section of a job (the options of ``geounet evaluate``)."""
+
+    reference: Path | None = Field(
+        None,
+        description="reference labels (raster or polygons; polygons use the tile class map); "
+        "default: the label chips of `split`",
+    )
+    split: Literal["train", "val", "test"] = Field(
+        "test", description="split scored when no reference is given"
+    )
+    object_classes: list[str] | None = Field(
+        None, description="classes given object metrics (default: building and field)"
+    )
+    iou_threshold: float = Field(0.5, gt=0, le=1, description="smallest IoU of an object match")
+    min_area_m2: float = Field(0.0, ge=0, description="objects smaller than this are ignored")
+
+
+class ReportSection(_Model):
+    """The ``report`` section of a job: the HTML/Markdown report and the STAC item."""
+
+    title: str | None = Field(None, description="report title (default: the job name)")
+    stac: bool = Field(True, description="write item.json, a STAC Item of the outputs")
+    datetime: str | None = Field(
+        None, description="acquisition time of the scene for the STAC item (ISO 8601)"
+    )
+
+
+STAGES = ("tile", "train", "predict", "vectorize", "evaluate", "report")
+"""The stages of a job, in the order they run."""
+
+_JOB_OWNED = {("tile", "out"), ("train", "chips"), ("train", "out")}
+"""Fields a job sets itself: stage folders live under the job's ``out``."""
+
+
+class JobConfig(_Model):
+    """A whole job: tile -> train -> predict -> vectorize -> evaluate -> report."""
+
+    name: str = Field("job", description="job name (report title, STAC item id)")
+    out: Path = Field(description="job folder; each stage writes its own subfolder")
+    tile: TileConfig = Field(description="the scene, its labels and how to cut chips")
+    train: TrainConfig = Field(description="model, loss, optimiser, epochs, hardware")
+    predict: PredictSection = Field(
+        default_factory=PredictSection, description="whole-scene prediction"
+    )
+    vectorize: VectorizeSection = Field(
+        default_factory=VectorizeSection, description="class raster -> polygons"
+    )
+    evaluate: EvaluateSection = Field(
+        default_factory=EvaluateSection, description="metrics against reference labels"
+    )
+    report: ReportSection = Field(
+        default_factory=ReportSection, description="report.html and the STAC item"
+    )
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        """The resolved job as plain data (absolute paths; the job-owned folders left out)."""
+        data = self.model_dump(mode="json")
+        for section, key in _JOB_OWNED:
+            data[section].pop(key, None)
+        return data
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``data[a][b][c] = value`` for ``key`` ``a.b.c`` (creating mappings on the way)."""
+    *parents, last = key.split(".")
+    node = data
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {key!r}: {part!r} is not a section.")
+        node = child
+    node[last] = value
+
+
+def load_job_config(
+    path: str | Path, *, out: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> JobConfig:
+    """Build a :class:`JobConfig` from a job file plus overrides.
+
+    Paths in the file are relative to the file's folder (``geounet:`` paths are inside the
+    package); the job's ``out`` is relative to the current folder, like ``--out``. Overrides
+    are dotted keys (``train.epochs``, ``train.model.options.depth``) with parsed values; their
+    relative paths are relative to the current folder.
+
+    Raises:
+        ConfigError: A missing ``out``, a stage folder set by hand, unknown keys, wrong types
+            or out-of-range values, with the field names and the file.
+    """
+    path = Path(path)
+    raw = read_yaml(path, "job file")
+    base = path.absolute().parent
+    data: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            data[key] = _resolve_paths(value, base)
+        else:
+            data[key] = value
+    for key, value in (overrides or {}).items():
+        if key.rpartition(".")[2] in _PATH_FIELDS and value is not None:
+            cwd = Path.cwd()
+            if isinstance(value, list):
+                value = [resolve_path(v, cwd) for v in value]
+            else:
+                value = resolve_path(value, cwd)
+        _set_dotted(data, key, value)
+    if out is not None:
+        data["out"] = out
+    if data.get("out") is None:
+        raise ConfigError(f"job file {path} sets no `out:` folder; add one or give --out.")
+    data["out"] = str(Path(data["out"]).absolute())
+    for section, key in sorted(_JOB_OWNED):
+        body = data.get(section)
+        if isinstance(body, dict) and key in body:
+            raise ConfigError(
+                f"{path}: remove `{section}.{key}`; in a job every stage writes to its own "
+                f"folder under `out` ({data['out']}/{section})."
+            )
+    for section in ("tile", "predict"):
+        body = data.get(section)
+        if isinstance(body, dict) and isinstance(body.get("scene"), str):
+            body["scene"] = [body["scene"]]
+    job_out = Path(data["out"])
+    if isinstance(data.get("tile"), dict):
+        data["tile"]["out"] = str(job_out / "tile")
+    if isinstance(data.get("train"), dict):
+        data["train"] = {**data["train"], "chips": str(job_out / "tile"),
+                         "out": str(job_out / "train")}  # fmt: skip
+    try:
+        return JobConfig(**data)
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError(f"invalid job file {path}:\n" + "\n".join(lines)) from exc

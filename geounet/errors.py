@@ -56,6 +56,14 @@ class OutputError(GeounetError, OSError):
     """An output location cannot be written."""
 
 
+class StageError(GeounetError, RuntimeError):
+    """A stage of a job failed; the message names the stage, earlier stages' outputs are kept."""
+
+    def __init__(self, stage: str, message: str) -> None:
+        super().__init__(message)
+        self.stage = stage
+
+
 class GeounetWarning(UserWarning):
     """Base class of geounet's warnings."""
 

@@ -30,9 +30,11 @@ Predicted and reference objects are matched one to one, greedily by decreasing I
 counting when its IoU is at least ``iou_threshold``; ``TP`` is the number of matches,
 precision ``TP / n_pred``, recall ``TP / n_ref``, F1 ``2 TP / (n_pred + n_ref)``. Reference
 polygons are taken as complete over the prediction's extent (a predicted building no polygon
-matches is a false positive); a reference raster only over its own extent (predicted objects
-outside it are not counted). The objects of the chosen classes are held in memory (polygons:
-far less than the raster).
+matches is a false positive); a reference raster only over the pixels it labels: predicted
+objects are cut to that ground (ignore and nodata pixels, or areas outside its extent, are not
+judged), so a reference holding one split of a scene scores the prediction on that split
+only. The objects of the chosen classes are held in memory (polygons: far less than the
+raster).
 """
 
 from __future__ import annotations
@@ -253,10 +255,13 @@ def evaluate_prediction(
     object_ids = _object_class_ids(scheme, object_classes)
     footprint = _raster_footprint(source, scene) if isinstance(source, RasterLabels) else None
     with tempfile.TemporaryDirectory(prefix="geounet-evaluate-") as tmp:
-        ref_raster = None
+        # A raster reference may cover part of the prediction only (e.g. the test split): its
+        # objects and the predicted ones are both taken from the ground it labels, so
+        # predictions elsewhere are not counted as false positives.
+        judged = None
         if object_ids and isinstance(source, RasterLabels):
-            ref_raster = Path(tmp) / "reference.tif"
-        cm = _confusion_pass(scene, scheme, source, footprint, ref_raster)
+            judged = (Path(tmp) / "reference.tif", Path(tmp) / "prediction.tif")
+        cm = _confusion_pass(scene, scheme, source, footprint, judged)
         if cm.sum() == 0:
             raise LabelError(
                 f"no pixel of {pred_path} has both a prediction and a reference class in "
@@ -268,12 +273,10 @@ def evaluate_prediction(
                  metrics["pixels_evaluated"], metrics["overall_accuracy"])
         objects = None
         if object_ids:
+            ref_raster = judged[0] if judged else None
             refs = _reference_objects(source, scene, scheme, object_ids, ref_raster, min_area_m2)
-            preds = _raster_objects(pred_path, scheme, object_ids, Path(tmp) / "predicted.gpkg",
-                                    min_area_m2)
-            if footprint is not None:
-                # Only the ground the reference raster covers is judged.
-                preds = {k: g[shapely.intersects(g, footprint)] for k, g in preds.items()}
+            preds = _raster_objects(judged[1] if judged else pred_path, scheme, object_ids,
+                                    Path(tmp) / "predicted.gpkg", min_area_m2)
             objects = {
                 "iou_threshold": iou_threshold,
                 "min_area_m2": min_area_m2,
@@ -402,15 +405,20 @@ def _confusion_pass(
     scheme: ClassScheme,
     source: LabelSource,
     footprint: shapely.Geometry | None,
-    ref_raster: Path | None,
+    judged: tuple[Path, Path] | None,
 ) -> np.ndarray:
-    """Accumulate the confusion matrix block by block (and write the reference raster)."""
+    """Accumulate the confusion matrix block by block.
+
+    With ``judged`` (two paths), also write the reference resampled onto the prediction grid
+    and the prediction masked to the ground that reference labels (ignore elsewhere).
+    """
     k, ignore = scheme.num_classes, scheme.ignore_index
     cm = np.zeros(k * k, dtype=np.int64)
-    writer = None
-    if ref_raster is not None:
-        writer = open_block_writer(ref_raster, like=scene, count=1, dtype="uint8", nodata=ignore)
+    writers = []
+    for path in judged or ():
+        writer = open_block_writer(path, like=scene, count=1, dtype="uint8", nodata=ignore)
         writer.update_tags(**{SCHEME_TAG: json.dumps(scheme.to_dict())})
+        writers.append(writer)
     try:
         with rasterio.Env(**GDAL_ENV):
             for chip in _iter_blocks(scene):
@@ -420,8 +428,10 @@ def _confusion_pass(
                     inside = rasterize([(footprint, 1)], out_shape=chip.shape,
                                        transform=chip.transform, fill=0, dtype="uint8")
                     ref = np.where(inside == 1, ref, np.uint8(ignore))
-                if writer is not None:
-                    writer.write(ref, 1, window=chip.window)
+                if writers:
+                    writers[0].write(ref, 1, window=chip.window)
+                    masked = np.where(ref != ignore, pred, np.uint8(ignore))
+                    writers[1].write(masked.astype(np.uint8), 1, window=chip.window)
                 valid = (pred != ignore) & (ref != ignore)
                 if scene.nodata is not None:
                     valid &= pred != scene.nodata
@@ -433,7 +443,7 @@ def _confusion_pass(
                     )
                 cm += np.bincount(r * k + p, minlength=k * k)
     finally:
-        if writer is not None:
+        for writer in writers:
             writer.close()
     return cm.reshape(k, k)
 

@@ -75,6 +75,14 @@ def brandenburg_s2() -> SampleScene:
     )
 
 
+def demo_job_path() -> Path:
+    """The demo job file (``configs/demo.yaml``, shipped in the package as ``sample/demo.yaml``).
+
+    Run it with ``geounet demo`` or ``run_job(load_job_config(demo_job_path(), out=...))``.
+    """
+    return _package_path("sample", "demo.yaml")
+
+
 Fill = Literal["coords", "random", "constant"]
 
 

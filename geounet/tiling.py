@@ -406,3 +406,64 @@ def read_index(chips_dir: str | Path) -> Any:
     import geopandas as gpd
 
     return gpd.read_file(Path(chips_dir) / "index.gpkg", layer="chips")
+
+
+def write_split_labels(chips_dir: str | Path, split: str, out_path: str | Path) -> Path:
+    """Write a class raster on the scene grid holding the label chips of one split only.
+
+    Evaluating a whole-scene prediction against every label would also score the pixels the
+    model was trained on; this raster keeps the held-out split's labels and marks every other
+    pixel 255 (ignored), so ``evaluate_prediction(classes, out_path)`` scores that split alone.
+
+    Args:
+        chips_dir: A chips folder with labels (written by :func:`tile_scene`).
+        split: ``train``, ``val`` or ``test``.
+        out_path: The GeoTIFF to write (scene CRS and transform, uint8, nodata 255, the class
+            scheme in its ``GEOUNET_CLASSES`` tag); written under a temporary name and renamed.
+
+    Returns:
+        ``out_path``.
+
+    Raises:
+        ConfigError: An unknown split.
+        InputFileError: The chips folder lacks labels or its ``tiling.json``.
+    """
+    from geounet.classes import SCHEME_TAG
+    from geounet.errors import InputFileError
+
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; choose one of {SPLITS}.")
+    chips = Path(chips_dir)
+    try:
+        meta = json.loads((chips / "tiling.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise InputFileError(
+            f"{chips / 'tiling.json'} is missing or unreadable ({exc}); is {chips} a chips "
+            "folder written by `geounet tile`?"
+        ) from exc
+    if not meta.get("labels"):
+        raise InputFileError(f"chips folder {chips} has no labels; tile with --labels.")
+    scheme = ClassScheme.from_dict(json.loads((chips / "classes.json").read_text()))
+    height, width = meta["scene"]["shape"]
+    ignore = np.uint8(scheme.ignore_index)
+    mask = np.full((height, width), ignore, dtype=np.uint8)
+    index = read_index(chips)
+    for rec in index[index["split"] == split].itertuples():
+        with rasterio.open(chips / rec.label) as src:
+            data = src.read(1)
+        rows = slice(rec.row_off, rec.row_off + rec.height)
+        cols = slice(rec.col_off, rec.col_off + rec.width)
+        mask[rows, cols] = np.where(data != ignore, data, mask[rows, cols])
+    out = Path(out_path)
+    tmp = out.with_name(f".{out.name}.partial.tif")
+    profile = {
+        "driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": "uint8",
+        "crs": rasterio.crs.CRS.from_wkt(meta["scene"]["crs"]),
+        "transform": rasterio.Affine(*meta["scene"]["transform"]), "nodata": int(ignore),
+        "compress": "deflate", "tiled": True,
+    }  # fmt: skip
+    with rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(mask, 1)
+        dst.update_tags(**{SCHEME_TAG: json.dumps(scheme.to_dict())})
+    tmp.replace(out)
+    return out

@@ -24,10 +24,10 @@ REGIONS = [
 ]
 
 
-def make_chips(tmp_path: Path, *, size: int = 96, chip: int = 32) -> Path:
-    """A tiny learnable chips folder: 4 bands, 4 classes with distinct spectra, some nodata.
+def make_scene_and_labels(tmp_path: Path, *, size: int = 96) -> tuple[Path, Path]:
+    """A tiny learnable scene (4 bands, 4 classes with distinct spectra) and OSM-like polygons.
 
-    Pixels outside the regions are unlabelled (255); a 6x6 nodata corner (value 0) tests masking.
+    Pixels outside the regions are unlabelled; a 6x6 nodata corner (value 0) tests masking.
     """
     rng = np.random.default_rng(0)
     image = np.full((4, size, size), 1000.0)
@@ -48,6 +48,12 @@ def make_chips(tmp_path: Path, *, size: int = 96, chip: int = 32) -> Path:
         for i, name in enumerate(BANDS, start=1):
             dst.set_band_description(i, name)
     labels = make_synthetic_labels(tmp_path / "labels.gpkg", polygons, crs="EPSG:32633")
+    return scene, labels
+
+
+def make_chips(tmp_path: Path, *, size: int = 96, chip: int = 32) -> Path:
+    """A tiny learnable chips folder of :func:`make_scene_and_labels` (label 255 off-region)."""
+    scene, labels = make_scene_and_labels(tmp_path, size=size)
     out = tmp_path / "chips"
     options = TilingOptions(
         chip_size=chip, split_block_chips=1, split_fractions=(0.6, 0.2, 0.2), workers=1

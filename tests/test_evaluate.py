@@ -282,6 +282,20 @@ def test_predicted_objects_outside_a_raster_reference_are_not_judged(tmp_path):
     assert (b["building"]["tp"], b["building"]["n_pred"], b["building"]["n_ref"]) == (1, 1, 1)
 
 
+def test_ignored_reference_pixels_cut_the_predicted_objects(tmp_path):
+    # A split reference: the same grid as the prediction, 255 outside the labelled split.
+    pred, _ = object_rasters(tmp_path)
+    ref = np.full((10, 12), 255, np.uint8)
+    ref[0:4, :] = 0
+    ref[1:3, 1:6] = 3
+    ref_path = write_classes(tmp_path / "split.tif", ref)
+    m = evaluate_prediction(pred, ref_path, object_classes=["building"])
+    b = m["objects"]["classes"]["building"]
+    # Only the predicted building in rows 0-3 is judged; rows 4-9 hold no false positive.
+    assert (b["tp"], b["n_pred"], b["n_ref"]) == (1, 1, 1)
+    assert m["pixels_evaluated"] == 4 * 12
+
+
 def test_matching_is_one_to_one_and_greedy_by_iou():
     wide = shapely.box(0, 0, 4, 2)
     halves = [shapely.box(0, 0, 2, 2), shapely.box(2, 0, 4, 2)]

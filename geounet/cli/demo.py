@@ -1,4 +1,4 @@
-"""``geounet demo``: run the whole pipeline on the bundled real Sentinel-2 sample."""
+"""``geounet demo``: run the demo job (``configs/demo.yaml``) on the bundled Sentinel-2 sample."""
 
 from __future__ import annotations
 
@@ -17,24 +17,18 @@ from geounet.cli._errors import guarded
     help="Job folder of the demo.",
 )
 @click.option("--epochs", type=int, default=None, help="Training epochs.  [default: 60]")
-@click.option("--overwrite", is_flag=True, help="Replace earlier demo outputs.")
+@click.option("--force", is_flag=True, help="Run every stage, even those that are up to date.")
 @guarded
-def demo(out: Path, epochs: int | None, overwrite: bool) -> None:
-    """Tile, train, predict, polygonise and evaluate the bundled Sentinel-2 scene.
+def demo(out: Path, epochs: int | None, force: bool) -> None:
+    """Tile, train, predict, polygonise, evaluate and report the bundled Sentinel-2 scene.
 
-    The sample (Brandenburg, 13 bands stacked to 10 m, OSM land use mapped to field / water /
-    building / other) ships with geounet, so this runs offline; about 5 minutes on 2 CPU cores.
-    Open OUT/predict/classes.tif and OUT/predict/polygons.gpkg in QGIS.
+    Runs the job configs/demo.yaml (shipped with geounet, so this works offline): the
+    Brandenburg sample, 13 bands stacked to 10 m, OSM land use mapped to field / water /
+    building / other; about 3 minutes on 2 CPU cores. Open OUT/predict/classes.tif and
+    OUT/vectorize/polygons.gpkg in QGIS, OUT/report/report.html in a browser.
     """
-    from geounet.demo import run_demo
+    from geounet.cli._job import echo_job_result, run_job_file
+    from geounet.sample_data import demo_job_path
 
-    result = run_demo(out, epochs=epochs, overwrite=overwrite)
-    mean = result.metrics.get("mean", {})
-    click.echo(f"chips:    {result.chips}")
-    click.echo(f"model:    {result.model}")
-    click.echo(f"classes:  {result.classes}  (QGIS: named, coloured classes)")
-    click.echo(f"polygons: {result.polygons}")
-    click.echo(
-        f"test split: mIoU {mean.get('iou', float('nan')):.3f}, overall accuracy "
-        f"{result.metrics.get('overall_accuracy', float('nan')):.3f}  ({out / 'metrics.json'})"
-    )
+    overrides = {"train.epochs": epochs} if epochs is not None else {}
+    echo_job_result(run_job_file(demo_job_path(), out=out, overrides=overrides, force=force))

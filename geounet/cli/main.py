@@ -15,6 +15,7 @@ from geounet import __version__
 from geounet.cli.demo import demo
 from geounet.cli.evaluate import evaluate
 from geounet.cli.predict import predict
+from geounet.cli.run import run
 from geounet.cli.tile import tile
 from geounet.cli.train import train
 from geounet.cli.vectorize import vectorize
@@ -26,8 +27,9 @@ from geounet.cli.vectorize import vectorize
 def cli(verbose: int) -> None:
     """geounet: turn multispectral satellite scenes into maps with the U-Net family.
 
-    Stages: tile -> train -> predict -> vectorize -> evaluate. Each command takes
-    --config JOB.yaml plus flags that override its fields.
+    Stages: tile -> train -> predict -> vectorize -> evaluate. `geounet run JOB.yaml` runs
+    them all as one job; each stage command takes --config JOB.yaml plus flags that override
+    its fields.
     """
     level = logging.WARNING - 10 * min(verbose + 1, 2)
     logging.basicConfig(
@@ -43,4 +45,5 @@ cli.add_command(train)
 cli.add_command(predict)
 cli.add_command(vectorize)
 cli.add_command(evaluate)
+cli.add_command(run)
 cli.add_command(demo)

@@ -1,0 +1,44 @@
+"""What ``geounet run`` and ``geounet demo`` share: loading, running and the summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from geounet.job import JobResult, StageRun
+
+
+def run_job_file(
+    job_file: Path, *, out: Path | None, overrides: dict[str, Any], force: bool
+) -> JobResult:
+    """Load a job file with overrides and run it, echoing each stage as it ends."""
+    from geounet.config import load_job_config
+    from geounet.job import run_job
+
+    job = load_job_config(job_file, out=out, overrides=overrides)
+    click.echo(f"job {job.name} -> {job.out}")
+    return run_job(job, force=force, on_stage=_echo_stage)
+
+
+def _echo_stage(run: StageRun) -> None:
+    if run.status == "skipped":
+        click.echo(f"  {run.name:<10} skipped (up to date)")
+    else:
+        click.echo(f"  {run.name:<10} done in {run.seconds:.1f} s")
+
+
+def echo_job_result(result: JobResult) -> None:
+    """Print where the main outputs are and the headline metrics."""
+    m = result.metrics
+    mean = m.get("mean", {})
+    outputs = {s.name: s.outputs for s in result.stages}
+    click.echo(f"classes:  {outputs['predict']['classes']}  (open in QGIS)")
+    click.echo(f"polygons: {outputs['vectorize']['polygons']}")
+    click.echo(f"report:   {outputs['report']['report']}")
+    miou, accuracy = mean.get("iou", float("nan")), m.get("overall_accuracy", float("nan"))
+    click.echo(
+        f"{m.get('scored', 'reference')}: mIoU {miou:.3f}, overall accuracy {accuracy:.3f}  "
+        f"({outputs['evaluate']['metrics']})"
+    )

@@ -1,0 +1,354 @@
+"""Jobs: tile -> train -> predict -> vectorize -> evaluate -> report as one reproducible run.
+
+Layout of a job folder (``JobConfig.out``)::
+
+    job.yaml       the resolved job: absolute paths, every default filled in
+    tile/          chips, label chips, index.gpkg, stats.json (geounet.tiling)
+    train/         model.safetensors, metrics.json, logs/, plots/ (geounet.training)
+    predict/       classes.tif (COG), classes.qml, probabilities.tif, preview.png
+    vectorize/     polygons.gpkg
+    evaluate/      metrics.json, reference_<split>.tif (the labels that were scored)
+    report/        report.html, report.md and their PNG figures
+    item.json      a STAC Item of the outputs
+
+Every stage folder gets a ``stage.json`` once its outputs are complete. It holds the stage's
+fingerprint: a hash of its config section, of the size and modification time of its input
+files and of the run ids of the stages it reads from. A re-run skips a stage whose
+``stage.json`` has the same fingerprint and whose outputs all exist; a stage that runs gets a
+new run id, so every stage after it runs too. ``stage.json`` is removed before a stage runs,
+so a stage that fails is never taken for finished, and the stage functions themselves write
+under temporary names, so the outputs of the stages before it stay as they were.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from geounet import __version__
+from geounet.config import STAGES, JobConfig
+from geounet.errors import GeounetError, StageError
+
+log = logging.getLogger(__name__)
+
+STAGE_FILE = "stage.json"
+
+_NOT_FINGERPRINTED = {"progress_bar", "workers", "readers", "num_workers", "out", "chips"}
+"""Config fields that change how fast a stage runs, not what it writes, and the job-owned
+folders (a moved job folder is still up to date)."""
+
+
+@dataclass(frozen=True)
+class StageRun:
+    """What one stage did in a run.
+
+    Attributes:
+        name: The stage (one of :data:`geounet.config.STAGES`).
+        status: ``ran`` or ``skipped`` (outputs complete, inputs and config unchanged).
+        seconds: Wall time of the stage in this run (0 when skipped).
+        outputs: Output name -> path.
+    """
+
+    name: str
+    status: Literal["ran", "skipped"]
+    seconds: float
+    outputs: dict[str, Path]
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """The stages of a job run and the test metrics.
+
+    Attributes:
+        out_dir: The job folder.
+        stages: One :class:`StageRun` per stage, in order.
+        metrics: The evaluation metrics (``evaluate/metrics.json``).
+    """
+
+    out_dir: Path
+    stages: tuple[StageRun, ...]
+    metrics: dict[str, Any]
+
+    def output(self, stage: str, name: str) -> Path:
+        """The path of one output, e.g. ``output("predict", "classes")``."""
+        return next(s for s in self.stages if s.name == stage).outputs[name]
+
+
+def run_job(
+    job: JobConfig, *, force: bool = False, on_stage: Callable[[StageRun], None] | None = None
+) -> JobResult:
+    """Run (or resume) a job, skipping the stages that are already done.
+
+    Args:
+        job: The job (see :func:`geounet.config.load_job_config`).
+        force: Run every stage, even those whose outputs are up to date.
+        on_stage: Called after each stage (e.g. to print progress).
+
+    Returns:
+        The stages' outcomes and output paths, and the evaluation metrics.
+
+    Raises:
+        StageError: A stage failed; the message names it, and the outputs of the stages
+            before it are kept (a re-run starts from the failed stage).
+    """
+    out = Path(job.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out / "job.yaml", yaml.safe_dump(job.to_yaml_dict(), sort_keys=False))
+    runs: dict[str, StageRun] = {}
+    run_ids: dict[str, str] = {}
+    for name in STAGES:
+        stage = _STAGE_TABLE[name]
+        folder = out / name
+        fingerprint = _fingerprint(name, job, stage.upstream, run_ids)
+        record = _read_record(folder)
+        if not force and record is not None and _is_current(record, fingerprint, out):
+            log.info("stage %s: up to date (finished %s), skipped", name, record["finished"])
+            run = StageRun(name, "skipped", 0.0, _paths(out, record["outputs"]))
+            run_ids[name] = record["run_id"]
+        else:
+            log.info("stage %s: running", name)
+            (folder / STAGE_FILE).unlink(missing_ok=True)
+            start = time.perf_counter()
+            try:
+                outputs = stage.run(job, out, runs)
+            except GeounetError as exc:
+                raise StageError(name, f"stage {name!r} failed: {exc}\n{_kept(runs)}") from exc
+            except Exception as exc:
+                raise StageError(
+                    name, f"stage {name!r} failed ({type(exc).__name__}: {exc})\n{_kept(runs)}"
+                ) from exc
+            seconds = time.perf_counter() - start
+            run = StageRun(name, "ran", seconds, outputs)
+            run_ids[name] = _write_record(folder, fingerprint, out, outputs, seconds)
+        runs[name] = run
+        if on_stage is not None:
+            on_stage(run)
+    metrics = json.loads(runs["evaluate"].outputs["metrics"].read_text())
+    return JobResult(out, tuple(runs.values()), metrics)
+
+
+def _kept(runs: Mapping[str, StageRun]) -> str:
+    done = ", ".join(runs) or "none"
+    return f"Finished stages kept: {done}. Fix the cause and run the job again to resume."
+
+
+# --- fingerprints and stage records ---------------------------------------------------------
+
+
+def _file_stats(paths: list[Path | None]) -> list[list[Any]]:
+    """Path, size and mtime of input files (the make rule: changed files rerun a stage)."""
+    stats = []
+    for path in paths:
+        if path is None:
+            continue
+        try:
+            st = Path(path).stat()
+            stats.append([str(path), st.st_size, st.st_mtime_ns])
+        except OSError:
+            stats.append([str(path), None, None])  # the stage itself reports a missing file
+    return stats
+
+
+def _fingerprint(
+    name: str, job: JobConfig, upstream: tuple[str, ...], run_ids: Mapping[str, str]
+) -> str:
+    section = getattr(job, name).model_dump(mode="json", exclude=_NOT_FINGERPRINTED)
+    content = {
+        "stage": name,
+        "geounet": __version__,
+        "config": section,
+        "files": _file_stats(_INPUT_FILES[name](job)),
+        "upstream": {u: run_ids[u] for u in upstream},
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _read_record(folder: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads((folder / STAGE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _is_current(record: Mapping[str, Any], fingerprint: str, out: Path) -> bool:
+    if record.get("fingerprint") != fingerprint:
+        return False
+    return all((out / rel).exists() for rel in record.get("outputs", {}).values())
+
+
+def _paths(out: Path, outputs: Mapping[str, str]) -> dict[str, Path]:
+    return {key: out / rel for key, rel in outputs.items()}
+
+
+def _write_record(
+    folder: Path, fingerprint: str, out: Path, outputs: Mapping[str, Path], seconds: float
+) -> str:
+    run_id = uuid.uuid4().hex
+    record = {
+        "fingerprint": fingerprint,
+        "run_id": run_id,
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seconds": round(seconds, 2),
+        "geounet": __version__,
+        "outputs": {key: os.path.relpath(path, out) for key, path in outputs.items()},
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_atomic(folder / STAGE_FILE, json.dumps(record, indent=2) + "\n")
+    return run_id
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+# --- the stages -------------------------------------------------------------------------------
+
+
+def _predict_scene_files(job: JobConfig) -> list[Path]:
+    return list(job.predict.scene or job.tile.scene)
+
+
+def _tile(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[str, Path]:
+    from geounet.tiling import tile_scene
+
+    result = tile_scene(**job.tile.tiling_kwargs(), overwrite=True)
+    folder = Path(result.out_dir)
+    names = ("tiling.json", "index.gpkg", "stats.json", "classes.json")
+    return {"chips": folder, **{n.split(".")[0]: folder / n for n in names}}
+
+
+def _train(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[str, Path]:
+    from geounet.training import fit
+
+    result = fit(**job.train.fit_kwargs(), overwrite=True)
+    if result.model_path is None:
+        raise StageError("train", "training wrote no model file (not rank 0 of a DDP run?).")
+    outputs = {"model": result.model_path, "metrics": result.out_dir / "metrics.json"}
+    return outputs | {f"plot_{k}": v for k, v in result.plots.items()}
+
+
+def _predict(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[str, Path]:
+    from geounet.inference import predict_scene
+
+    scene = [str(p) for p in _predict_scene_files(job)]
+    result = predict_scene(
+        str(runs["train"].outputs["model"]), scene if len(scene) > 1 else scene[0],
+        out / "predict", options=job.predict.predict_options(),
+    )  # fmt: skip
+    outputs = {"classes": result.classes, "qml": result.qml, "preview": result.preview}
+    if result.probabilities is not None:
+        outputs["probabilities"] = result.probabilities
+    return outputs
+
+
+def _vectorize(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[str, Path]:
+    from geounet.vectorize import vectorize_raster
+
+    predicted = runs["predict"].outputs
+    folder = out / "vectorize"
+    folder.mkdir(exist_ok=True)
+    polygons = vectorize_raster(
+        predicted["classes"], folder / "polygons.gpkg",
+        probabilities_path=predicted.get("probabilities"), **job.vectorize.model_dump(),
+    )  # fmt: skip
+    return {"polygons": polygons}
+
+
+def _evaluate(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[str, Path]:
+    from geounet.classes import ClassMap
+    from geounet.evaluate import evaluate_prediction, write_metrics
+    from geounet.tiling import write_split_labels
+
+    cfg = job.evaluate
+    folder = out / "evaluate"
+    folder.mkdir(exist_ok=True)
+    options: dict[str, Any] = {
+        "object_classes": cfg.object_classes,
+        "iou_threshold": cfg.iou_threshold,
+        "min_area_m2": cfg.min_area_m2,
+    }
+    if cfg.reference is None:
+        reference = write_split_labels(
+            runs["tile"].outputs["chips"], cfg.split, folder / f"reference_{cfg.split}.tif"
+        )
+    else:
+        reference = cfg.reference
+        if job.tile.class_map is not None and Path(reference).suffix.lower() not in _RASTERS:
+            options["class_map"] = ClassMap.from_yaml(job.tile.class_map)
+            options["class_column"] = job.tile.class_column
+    metrics = evaluate_prediction(runs["predict"].outputs["classes"], reference, **options)
+    metrics["scored"] = f"{cfg.split} split" if cfg.reference is None else str(reference)
+    path = write_metrics(metrics, folder / "metrics.json")
+    return {"metrics": path, "reference": Path(reference)}
+
+
+_RASTERS = {".tif", ".tiff", ".vrt", ".jp2", ".img"}
+
+
+def _report(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[str, Path]:
+    from geounet.report import write_report
+    from geounet.stac import ItemAssets, write_stac_item
+
+    predicted, evaluated = runs["predict"].outputs, runs["evaluate"].outputs
+    report = write_report(
+        out / "report",
+        scene=[str(p) for p in _predict_scene_files(job)],
+        classes=predicted["classes"],
+        reference=evaluated["reference"],
+        metrics=evaluated["metrics"],
+        train_dir=Path(job.train.out),
+        title=job.report.title or job.name,
+    )
+    outputs = {"report": report}
+    if job.report.stac:
+        assets = ItemAssets(
+            classes=predicted["classes"],
+            probabilities=predicted.get("probabilities"),
+            polygons=runs["vectorize"].outputs["polygons"],
+            metrics=evaluated["metrics"],
+            model=runs["train"].outputs["model"],
+            preview=predicted["preview"],
+        )
+        outputs["stac_item"] = write_stac_item(
+            out / "item.json", item_id=job.name, assets=assets, datetime=job.report.datetime
+        )
+    return outputs
+
+
+@dataclass(frozen=True)
+class _Stage:
+    run: Callable[[JobConfig, Path, Mapping[str, StageRun]], dict[str, Path]]
+    upstream: tuple[str, ...]
+
+
+_STAGE_TABLE: dict[str, _Stage] = {
+    "tile": _Stage(_tile, ()),
+    "train": _Stage(_train, ("tile",)),
+    "predict": _Stage(_predict, ("train",)),
+    "vectorize": _Stage(_vectorize, ("predict",)),
+    "evaluate": _Stage(_evaluate, ("tile", "predict")),
+    "report": _Stage(_report, ("train", "predict", "vectorize", "evaluate")),
+}
+
+_INPUT_FILES: dict[str, Callable[[JobConfig], list[Path | None]]] = {
+    "tile": lambda job: [*job.tile.scene, job.tile.labels, job.tile.class_map],
+    "train": lambda job: [],
+    "predict": lambda job: _predict_scene_files(job),
+    "vectorize": lambda job: [],
+    "evaluate": lambda job: [job.evaluate.reference, job.tile.class_map],
+    "report": lambda job: [],
+}
