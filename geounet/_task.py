@@ -6,6 +6,7 @@ Kept apart from :mod:`geounet.training` (which re-exports them) so each module s
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -16,7 +17,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from geounet.data import Augment, ChipDataset, collate_samples
 from geounet.errors import ConfigError, LabelError
@@ -76,6 +77,9 @@ class SegmentationTask(pl.LightningModule):
     int64 with 255 = ignore). Logs ``train_loss``, ``val_loss``, ``val_miou``, ``val_mf1``,
     ``val_macc``, ``val_oa`` and per class ``val_iou_<name>``, ``val_f1_<name>``,
     ``val_acc_<name>``. The arguments are saved as hyperparameters in every checkpoint.
+
+    Under DDP every logged value covers all processes: the metric states (confusion counts)
+    are summed across processes when they are computed, and the losses are averaged.
 
     Args:
         architecture: ``{"name", "in_channels", "num_classes", "options"}`` for
@@ -162,8 +166,9 @@ class SegmentationTask(pl.LightningModule):
         image, mask = batch["image"], batch["mask"]
         loss: Tensor = self.loss_fn(self(image), mask)
         self.log(
-            "train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(image)
-        )
+            "train_loss", loss, on_step=True, on_epoch=True, prog_bar=True,
+            batch_size=len(image), sync_dist=True,
+        )  # fmt: skip
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -180,6 +185,8 @@ class SegmentationTask(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         """Log the epoch's metrics (mean and per class by name) and keep the confusion matrix."""
+        # compute() sums the states of every DDP process first (torchmetrics' sync_on_compute),
+        # so each rank logs the same, global values; they need no sync_dist.
         values = self.val_metrics.compute()
         for key, value in values.items():
             if value.ndim == 0:
@@ -251,13 +258,19 @@ class ChipDataModule(pl.LightningDataModule):
                     "other --split fractions or a smaller --split-block so both splits get labels."
                 )
 
-    def _loader(self, dataset: ChipDataset, shuffle: bool) -> DataLoader[Any]:
+    def _loader(
+        self, dataset: ChipDataset, shuffle: bool, sampler: Sampler[int] | None = None
+    ) -> DataLoader[Any]:
+        trainer = self.trainer
+        on_cuda = trainer is not None and trainer.strategy.root_device.type == "cuda"
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=collate_samples,
+            pin_memory=on_cuda,
             persistent_workers=self.num_workers > 0,
         )
 
@@ -266,5 +279,30 @@ class ChipDataModule(pl.LightningDataModule):
         return self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> DataLoader[Any]:
-        """Validation batches in chip-id order."""
-        return self._loader(self.val_set, shuffle=False)
+        """Validation batches in chip-id order; under DDP each process gets a disjoint share."""
+        return self._loader(self.val_set, shuffle=False, sampler=self._val_sampler())
+
+    def _val_sampler(self) -> Sampler[int] | None:
+        """Every val chip exactly once across processes (None: a single process).
+
+        Lightning's default DistributedSampler pads the shares to equal length by repeating
+        chips, which would count them twice in the metrics. Shares may differ by one chip;
+        that is safe because each process runs at least one batch (DDP syncs buffers on the
+        first forward only when no gradient is taken).
+        """
+        trainer = self.trainer
+        if trainer is None or trainer.world_size < 2:
+            return None
+        from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+        if len(self.val_set) < trainer.world_size:
+            warnings.warn(
+                f"{len(self.val_set)} val chips for {trainer.world_size} processes: some chips "
+                "are validated twice, so the logged metrics are approximate (metrics.json is "
+                "exact); tile with more val chips.",
+                stacklevel=2,
+            )
+            return None
+        return UnrepeatedDistributedSampler(
+            self.val_set, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+        )

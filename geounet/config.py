@@ -202,7 +202,10 @@ class TrainConfig(_Model):
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0: main process)")
     precision: Precision = Field("32-true", description="Lightning precision; bf16-mixed on GPUs")
     accelerator: str = Field("auto", description="cpu, gpu, mps or auto")
-    devices: int | str | list[int] = Field("auto", description="device count, list or 'auto'")
+    devices: int | str | list[int] = Field(
+        "auto", description="devices per node: a count, a list of ids or 'auto'"
+    )
+    num_nodes: int = Field(1, ge=1, description="machines taking part (DDP across nodes)")
     strategy: str = Field("auto", description="Lightning strategy, e.g. ddp")
     seed: int = Field(0, description="seed of weights, shuffling and augmentation")
     deterministic: bool = Field(True, description="deterministic algorithms (reproducible runs)")
@@ -231,6 +234,7 @@ class TrainConfig(_Model):
             precision=self.precision,
             accelerator=self.accelerator,
             devices=self.devices,
+            num_nodes=self.num_nodes,
             strategy=self.strategy,
             seed=self.seed,
             deterministic=self.deterministic,
@@ -284,7 +288,9 @@ class PredictSection(_Model):
     tta: bool = Field(False, description="average the 8 flips/rotations (8x the compute)")
     probabilities: bool = Field(True, description="also write probabilities.tif")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the model runs")
-    readers: int = Field(2, ge=1, description="threads reading chips ahead of the model")
+    readers: int | None = Field(
+        None, ge=1, description="threads reading chips ahead (default: 2 on CPU, 1 a core on GPU)"
+    )
     compile: bool = Field(False, description="torch.compile the model first (GPU, big scenes)")
 
     def predict_options(self) -> Any:

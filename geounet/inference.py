@@ -16,14 +16,17 @@ Outputs in ``out_dir``:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import os
 import queue
 import shutil
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -59,8 +62,11 @@ class PredictOptions:
         tta: Average the 8 flips/rotations (8x the compute).
         probabilities: Also write ``probabilities.tif``.
         device: ``cpu``, ``cuda`` or ``auto`` (cuda when available).
-        readers: Reader threads (GDAL decodes in parallel).
-        compile: ``torch.compile`` the model first (GPU; pays off on large scenes).
+        readers: Reader threads (GDAL decodes in parallel). ``None``: 2 on a CPU, where the
+            model needs the cores, and one per core (at most 16) on a GPU, where decoding is
+            the bottleneck.
+        compile: ``torch.compile`` the model first (GPU; pays off on large scenes). The last,
+            partial batch is padded to ``batch_size`` so the compiled model sees one shape.
     """
 
     chip_size: int | None = None
@@ -70,7 +76,7 @@ class PredictOptions:
     tta: bool = False
     probabilities: bool = False
     device: str = "auto"
-    readers: int = 2
+    readers: int | None = None
     compile: bool = False
 
     def __post_init__(self) -> None:
@@ -80,6 +86,8 @@ class PredictOptions:
             raise ConfigError(f"chip_size must be >= 8, got {self.chip_size}.")
         if self.overlap is not None and self.overlap < 0:
             raise ConfigError(f"overlap must be >= 0, got {self.overlap}.")
+        if self.readers is not None and self.readers < 1:
+            raise ConfigError(f"readers must be >= 1 or None (automatic), got {self.readers}.")
 
 
 @dataclass(frozen=True)
@@ -175,11 +183,19 @@ class _Forward:
             self.model = self.model.to(memory_format=torch.channels_last)
         if options.compile:
             self.model = torch.compile(self.model)  # type: ignore[assignment]
+        # A compiled model recompiles (tens of seconds) for a new batch size, so the last batch
+        # is padded to the full size.
+        self.pad_to = options.batch_size if options.compile else None
         self.tta = options.tta
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
+        n = len(batch)
+        if self.pad_to is not None and n < self.pad_to:
+            batch = np.concatenate(
+                [batch, np.zeros((self.pad_to - n, *batch.shape[1:]), batch.dtype)]
+            )
         x = torch.from_numpy(batch)
         if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
@@ -193,7 +209,7 @@ class _Forward:
                     sum(_dihedral(self._probs(_dihedral(x, k)), k, inverse=True) for k in range(8))
                     / 8.0
                 )
-        return probs.float().cpu().numpy()
+        return probs[:n].float().cpu().numpy()
 
     def _probs(self, x: torch.Tensor) -> torch.Tensor:
         import torch
@@ -203,6 +219,22 @@ class _Forward:
             p = torch.sigmoid(logits)
             return torch.cat([1 - p, p], dim=1)
         return torch.softmax(logits.float(), dim=1)
+
+
+@contextmanager
+def _cudnn_autotune(device: torch.device) -> Iterator[None]:
+    """Let cuDNN pick the fastest convolution for the fixed chip shape; restored afterwards."""
+    if device.type != "cuda":
+        yield
+        return
+    import torch
+
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
 
 
 def _prepare_out_dir(out_dir: Path) -> Path:
@@ -264,10 +296,13 @@ def predict_scene(
     edge = "pad" if min(info.shape) < chip else "shift"
     grid = ChipGrid.from_scene(info, chip, chip - overlap, edge)
     device = _resolve_device(options.device)
+    if options.readers is None:
+        readers = 2 if device.type == "cpu" else min(os.cpu_count() or 2, 16)
+        options = dataclasses.replace(options, readers=readers)
     out = Path(out_dir)
     work = _prepare_out_dir(out)
     try:
-        with rasterio.Env(**GDAL_ENV):
+        with rasterio.Env(**GDAL_ENV), _cudnn_autotune(device):
             _run(_Forward(net, device, options), spec, info, grid, options, work)
             result = _publish(work, out, spec, options.probabilities)
     finally:
@@ -292,9 +327,11 @@ def _iter_batches(
 ) -> Iterator[tuple[list[Chip], np.ndarray, list[np.ndarray]]]:
     """Batches of chips in row-major order, read ahead by a thread pool (bounded look-ahead)."""
     chips = list(grid)
-    with ThreadPoolExecutor(max_workers=options.readers) as pool:
+    readers = options.readers or 2
+    with ThreadPoolExecutor(max_workers=readers) as pool:
         pending: queue.SimpleQueue = queue.SimpleQueue()
-        ahead = 2 * options.batch_size
+        # Enough chips in flight for every reader to stay busy while a batch is consumed.
+        ahead = max(2 * options.batch_size, readers + options.batch_size)
         submitted = 0
         for _ in range(min(ahead, len(chips))):
             pending.put(pool.submit(_read_chip, info, spec, chips[submitted]))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import time
 import warnings
@@ -87,7 +88,9 @@ class TrainingOptions:
         num_workers: DataLoader worker processes (0 reads in the main process).
         precision: Lightning precision (``32-true``; ``bf16-mixed`` on recent GPUs).
         accelerator: ``auto``, ``cpu``, ``gpu``, ``mps``.
-        devices: Device count, list of ids or ``auto``.
+        devices: Devices per node: a count, a list of ids or ``auto``.
+        num_nodes: Machines taking part; with ``strategy="ddp"`` every node runs ``devices``
+            processes (``torchrun``, SLURM ``srun`` or Lightning's own launcher start them).
         strategy: Lightning strategy (``auto``, ``ddp``, ...).
         seed: Seed of initial weights, shuffling and augmentation.
         deterministic: Use deterministic algorithms (on a GPU, non-deterministic ops warn).
@@ -112,6 +115,7 @@ class TrainingOptions:
     precision: str = "32-true"
     accelerator: str = "auto"
     devices: int | str | Sequence[int] = "auto"
+    num_nodes: int = 1
     strategy: str = "auto"
     seed: int = 0
     deterministic: bool = True
@@ -123,7 +127,7 @@ class TrainingOptions:
     val_samples: int = 6
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "num_nodes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.num_workers < 0 or self.val_samples < 0:
@@ -169,8 +173,25 @@ class TrainResult:
     plots: dict[str, Path]
 
 
+# Set by the launchers in the processes they start: torchrun (RANK, LOCAL_RANK, GROUP_RANK),
+# SLURM's srun (SLURM_PROCID) and Lightning's own DDP launcher (LOCAL_RANK, NODE_RANK).
+_RANK_VARIABLES = ("RANK", "LOCAL_RANK", "GROUP_RANK", "NODE_RANK", "SLURM_PROCID")
+
+
+def _is_launch_rank_zero() -> bool:
+    """Whether this process is global rank 0 of a multi-process run (or the only process).
+
+    Known from the environment before the Trainer exists; only rank 0 may clear the output folder.
+    """
+    return all(int(os.environ.get(name) or 0) == 0 for name in _RANK_VARIABLES)
+
+
 def _prepare_out_dir(out: Path, *, resume: bool, overwrite: bool) -> Path | None:
-    """Check the output folder; return the checkpoint to resume from (or None)."""
+    """Check the output folder; return the checkpoint to resume from (or None).
+
+    In a multi-process run only rank 0 checks and clears the folder: the other ranks start
+    while (or after) it writes there, and they write nothing themselves.
+    """
     last = out / "checkpoints" / "last.ckpt"
     if resume:
         if not last.is_file():
@@ -178,6 +199,8 @@ def _prepare_out_dir(out: Path, *, resume: bool, overwrite: bool) -> Path | None
                 f"cannot resume: {last} does not exist; run without --resume to start afresh."
             )
         return last
+    if not _is_launch_rank_zero():
+        return None
     ours = [out / n for n in (MODEL_FILE, "metrics.json", "checkpoints", "logs", "plots")]
     existing = [p for p in ours if p.exists()]
     if existing and not overwrite:
@@ -345,6 +368,7 @@ def _fit(
         max_epochs=options.epochs,
         accelerator=options.accelerator,
         devices=options.devices,  # type: ignore[arg-type]
+        num_nodes=options.num_nodes,
         strategy=options.strategy,
         precision=options.precision,  # type: ignore[arg-type]
         deterministic="warn" if options.deterministic else False,
@@ -370,7 +394,11 @@ def _fit(
         warnings.filterwarnings(
             "ignore", message=r".*Checkpoint directory .* exists and is not empty.*"
         )
-        history = _stash_log(out) if ckpt_path is not None else None
+        # The validation metrics are torchmetrics values whose compute() already reduced the
+        # states of every process (SegmentationTask.on_validation_epoch_end).
+        warnings.filterwarnings("ignore", message=r".*self.log\('val_(?!loss).*sync_dist=True.*")
+        resumed_on_zero = ckpt_path is not None and trainer.is_global_zero
+        history = _stash_log(out) if resumed_on_zero else None
         trainer.fit(task, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
         if history is not None and trainer.is_global_zero:
             _merge_log(out, history)

@@ -91,6 +91,10 @@ _NESTED = {
     "--devices", callback=_devices,
     help="Device count, ids like 0,1, or auto.  [default: auto]",
 )
+@click.option(
+    "--num-nodes", type=int,
+    help="Machines taking part (DDP across nodes; --devices is per node).  [default: 1]",
+)
 @click.option("--strategy", help="Lightning strategy, e.g. ddp for several GPUs.  [default: auto]")
 @click.option("--seed", type=int, help="Seed of weights, shuffling and augmentation.  [default: 0]")
 @click.option(
