@@ -1,4 +1,8 @@
-"""``geounet predict``: predict whole scenes tile by tile into a class COG (and probabilities)."""
+"""``geounet predict``: predict whole scenes tile by tile into a class COG (and probabilities).
+
+One scene runs in this process; ``--scenes`` runs many as tasks on dask.distributed
+(:func:`geounet.distributed.predict_scenes`).
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,20 @@ from pathlib import Path
 import click
 
 from geounet.cli._errors import guarded
+from geounet.cli._scenes import ScenesFlags, check_scene_mode, report_scenes, scenes_options
 
 
 @click.command(context_settings={"show_default": True})
 @click.argument("model_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.argument("scene", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("scene", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--out",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Output folder for classes.tif, classes.qml, preview.png (and probabilities.tif).",
+    help="Output folder for classes.tif, classes.qml, preview.png (and probabilities.tif); "
+    "with --scenes, one sub-folder per scene plus run.json.",
 )
+@scenes_options("--workers", "--dask-workers", gpu=True)
 @click.option(
     "--chip-size",
     type=int,
@@ -47,7 +54,12 @@ from geounet.cli._errors import guarded
     default="auto",
     help="Where the model runs (auto: cuda when available).",
 )
-@click.option("--readers", type=int, default=2, help="Threads reading chips ahead of the model.")
+@click.option(
+    "--readers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Threads reading chips ahead of the model.  [default: 2 on a CPU, one a core on a GPU]",
+)
 @click.option(
     "--compile",
     "compile_model",
@@ -56,16 +68,39 @@ from geounet.cli._errors import guarded
 )
 @guarded
 def predict(
-    model_file: Path, scene: tuple[Path, ...], out: Path, compile_model: bool, **options: object
+    model_file: Path,
+    scene: tuple[Path, ...],
+    out: Path,
+    compile_model: bool,
+    scenes: tuple[str, ...],
+    dask_workers: int | None,
+    scheduler: str | None,
+    retries: int,
+    **options: object,
 ) -> None:
     """Predict SCENE with MODEL_FILE and write DIR/classes.tif (COG, palette, names).
 
     SCENE is one multi-band raster or the model's band files (e.g. Sentinel-2 JP2s) in the
     model's band order. Bands are checked against the model file before any compute.
+
+    Many scenes: give --scenes instead of SCENE (a .txt list, one scene per line, or a quoted
+    glob; repeatable). Each scene is a task on a local dask cluster (--workers N) or a running
+    one (--scheduler ADDRESS) and writes DIR/<scene-stem>/; DIR/run.json lists each scene's
+    status, seconds and outputs. The exit status is 1 when a scene failed.
     """
     from geounet.inference import PredictOptions, predict_scene
 
+    flags = ScenesFlags(scenes, dask_workers, scheduler, retries)
+    check_scene_mode(scene, flags, required=True)
     opts = PredictOptions(compile=compile_model, **options)  # type: ignore[arg-type]
+    if scenes:
+        from geounet.distributed import predict_scenes, resolve_scenes
+
+        many = predict_scenes(
+            str(model_file), resolve_scenes(scenes), out, options=opts, cluster=flags.cluster()
+        )
+        report_scenes(many, "predicted")
+        return
     paths = [str(p) for p in scene]
     result = predict_scene(
         str(model_file), paths if len(paths) > 1 else paths[0], out, options=opts

@@ -1,4 +1,8 @@
-"""``geounet tile``: cut a scene into georeferenced chips, label masks and a chip index."""
+"""``geounet tile``: cut a scene into georeferenced chips, label masks and a chip index.
+
+One scene runs in this process; ``--scenes`` tiles many as tasks on dask.distributed
+(:func:`geounet.distributed.tile_scenes`).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from pathlib import Path
 import click
 
 from geounet.cli._errors import guarded
+from geounet.cli._scenes import ScenesFlags, check_scene_mode, report_scenes, scenes_options
 
 
 def _fractions(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple | None:
@@ -85,7 +90,10 @@ def _fractions(ctx: click.Context, param: click.Parameter, value: str | None) ->
     help="Lossless codec of the chip GeoTIFFs.  [default: zstd]",
 )
 @click.option(
-    "--workers", type=int, help="Threads reading and writing chips.  [default: one per CPU]"
+    "--workers",
+    type=int,
+    help="Threads reading and writing chips (per scene).  [default: one per CPU; with "
+    "--scenes on a local cluster, the CPUs split between its workers]",
 )
 @click.option(
     "--config",
@@ -94,9 +102,17 @@ def _fractions(ctx: click.Context, param: click.Parameter, value: str | None) ->
     help="Job YAML; its 'tile' section gives defaults that flags override.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
+@scenes_options("--dask-workers")
 @guarded
 def tile(
-    scene: tuple[Path, ...], config_path: Path | None, overwrite: bool, **flags: object
+    scene: tuple[Path, ...],
+    config_path: Path | None,
+    overwrite: bool,
+    scenes: tuple[str, ...],
+    dask_workers: int | None,
+    scheduler: str | None,
+    retries: int,
+    **flags: object,
 ) -> None:
     """Cut SCENE into georeferenced chips with label masks, index.gpkg and stats.json.
 
@@ -104,15 +120,38 @@ def tile(
     Sentinel-2 B02.jp2 B03.jp2 ...) stacked onto the finest grid. Writes DIR/images/*.tif,
     DIR/labels/*.tif (uint8, 255 = ignore), DIR/index.gpkg (open it in QGIS), DIR/stats.json,
     DIR/classes.json and DIR/tiling.json. Nothing is written when an input is bad.
+
+    Many scenes: give --scenes instead of SCENE (a .txt list, one scene per line, or a quoted
+    glob; repeatable; it replaces the config's scene). Each scene is a task on a local dask
+    cluster (--dask-workers N) or a running one (--scheduler ADDRESS) and becomes the chips
+    folder DIR/<scene-stem>/; --labels serves every scene. DIR/run.json lists each scene's
+    status, seconds and outputs. The exit status is 1 when a scene failed.
     """
     from geounet.config import TileConfig, load_section
     from geounet.tiling import tile_scene
 
+    scene_flags = ScenesFlags(scenes, dask_workers, scheduler, retries)
+    check_scene_mode(scene, scene_flags, required=False)
     overrides = dict(flags)
     if scene:
         overrides["scene"] = list(scene)
+    many = None
+    if scenes:
+        from geounet.distributed import resolve_scenes, tile_scenes
+
+        many = resolve_scenes(scenes)
+        overrides["scene"] = list(many[0])  # the config needs a scene; --scenes replaces it
     cfg = load_section(config_path, "tile", overrides, TileConfig)
-    result = tile_scene(**cfg.tiling_kwargs(), overwrite=overwrite)
+    kwargs = cfg.tiling_kwargs()
+    if many is not None:
+        del kwargs["scene_paths"]
+        out_dir = kwargs.pop("out_dir")
+        runs = tile_scenes(
+            many, out_dir, cluster=scene_flags.cluster(), overwrite=overwrite, **kwargs
+        )
+        report_scenes(runs, "tiled")
+        return
+    result = tile_scene(**kwargs, overwrite=overwrite)
     counts = ", ".join(f"{k} {v}" for k, v in result.split_counts.items())
     click.echo(
         f"wrote {result.chips_written} chips ({result.chips_skipped_nodata} skipped as nodata; "

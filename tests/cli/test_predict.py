@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import geopandas as gpd
 import numpy as np
 import rasterio
@@ -81,3 +83,52 @@ def test_band_mismatch_is_a_clean_error_before_compute(tmp_path):
     assert run.exit_code == 1 and "Traceback" not in run.output
     assert "B08" in run.output and "order" in run.output
     assert not (out / "classes.tif").exists()
+
+
+def test_many_scenes_on_a_local_cluster_report_a_failed_one(tmp_path):
+    model_path, _ = _model_file(tmp_path)
+    scene = _scene(tmp_path)
+    (tmp_path / "bands").mkdir()
+    band_files = []
+    with rasterio.open(scene) as src:
+        for i, band in enumerate(BANDS, start=1):
+            band_files.append(f"bands/T33_{band}.tif")
+            with rasterio.open(tmp_path / band_files[-1], "w", **{**src.profile, "count": 1}) as d:
+                d.write(src.read(i), 1)
+    blocked = make_synthetic_scene(tmp_path / "blocked.tif", shape=(40, 50), count=4)
+    listing = tmp_path / "scenes.txt"
+    listing.write_text(f"scene.tif\n# band files of one scene:\n{' '.join(band_files)}\n")
+    out = tmp_path / "pred"
+    out.mkdir()
+    (out / "blocked").write_text("a file where the scene's folder should go")
+    args = ["predict", str(model_path), "--scenes", str(listing), "--scenes", str(blocked),
+            "--out", str(out), "--workers", "1", "--retries", "0", "--device", "cpu"]  # fmt: skip
+    run = CliRunner().invoke(cli, args)
+    assert run.exit_code == 1, run.output
+    assert "predicted 2 of 3 scenes" in run.output
+    assert "1 of 3 scenes failed" in run.output and "blocked" in run.output
+    assert "OutputError" in run.output and "Traceback" not in run.output
+    geounet.predict_scene(model_path, scene, tmp_path / "single")
+    with rasterio.open(tmp_path / "single" / "classes.tif") as want:
+        for name in ("scene", "T33"):
+            with rasterio.open(out / name / "classes.tif") as got:
+                assert got.crs == want.crs and got.transform == want.transform
+                np.testing.assert_array_equal(got.read(), want.read())
+    summary = json.loads((out / "run.json").read_text())
+    assert [(s["name"], s["status"]) for s in summary["scenes"]] == [
+        ("scene", "ok"), ("T33", "ok"), ("blocked", "failed"),
+    ]  # fmt: skip
+
+
+def test_scene_and_scenes_together_are_a_usage_error(tmp_path):
+    model_path, _ = _model_file(tmp_path)
+    scene = _scene(tmp_path)
+    base = ["predict", str(model_path), "--out", str(tmp_path / "o")]
+    run = CliRunner().invoke(cli, [*base, str(scene), "--scenes", str(scene)])
+    assert run.exit_code == 2 and "quote it" in run.output
+    run = CliRunner().invoke(cli, [*base, str(scene), "--workers", "2"])
+    assert run.exit_code == 2 and "need --scenes" in run.output
+    run = CliRunner().invoke(cli, base)
+    assert run.exit_code == 2 and "--scenes" in run.output
+    run = CliRunner().invoke(cli, [*base, "--scenes", str(tmp_path / "none-*.tif")])
+    assert run.exit_code == 1 and "matches no file" in run.output

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 from click.testing import CliRunner
 
 from geounet.cli.main import cli
-from geounet.sample_data import brandenburg_s2
+from geounet.sample_data import brandenburg_s2, make_synthetic_scene
 from geounet.tiling import read_index
 
 
@@ -85,3 +86,21 @@ def test_bad_input_is_a_clean_error_not_a_traceback(tmp_path):
     )
     assert result.exit_code == 1
     assert "does not exist" in result.output and "Traceback" not in result.output
+
+
+def test_tile_many_scenes_on_a_local_cluster(tmp_path):
+    (tmp_path / "scenes").mkdir()
+    for name, shape in (("east", (64, 80)), ("west", (48, 96))):
+        make_synthetic_scene(tmp_path / "scenes" / f"{name}.tif", shape=shape, count=3)
+    out = tmp_path / "chips"
+    args = ["tile", "--scenes", str(tmp_path / "scenes" / "*.tif"), "--chip-size", "32",
+            "--out", str(out), "--dask-workers", "1"]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "tiled 2 of 2 scenes" in result.output
+    assert len(read_index(out / "east")) == 2 * 3 and len(read_index(out / "west")) == 2 * 3
+    summary = json.loads((out / "run.json").read_text())
+    assert [s["status"] for s in summary["scenes"]] == ["ok", "ok"]
+    assert summary["scenes"][0]["outputs"]["index"] == str(out / "east" / "index.gpkg")
+    result = CliRunner().invoke(cli, args)  # the chips folders exist now: refused up front
+    assert result.exit_code == 1 and "not empty" in result.output and "east" in result.output
