@@ -1,7 +1,8 @@
 """PNG plots written next to a trained model: curves, confusion matrix, validation chips.
 
-matplotlib runs on the non-interactive Agg backend (no display needed); figures are closed
-after saving so long sessions do not leak memory.
+Figures are built as ``matplotlib.figure.Figure`` objects, never through pyplot: no display
+is needed, pyplot's global figure list does not grow in long sessions, and a notebook's
+backend (``%matplotlib inline``) is left as it was.
 """
 
 from __future__ import annotations
@@ -24,13 +25,11 @@ log = logging.getLogger(__name__)
 _TRUE_COLOUR = ("B04", "B03", "B02")
 
 
-def _pyplot() -> Any:
-    import matplotlib
+def new_figure(**kwargs: Any) -> Any:
+    """A ``matplotlib.figure.Figure`` outside pyplot (saved with ``savefig``, then dropped)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(**kwargs)
 
 
 def write_plots(
@@ -76,12 +75,12 @@ def plot_curves(metrics_csv: Path, path: Path, scheme: ClassScheme, best_epoch: 
 
     Per-class IoU curves are dashed, in the class colours.
     """
-    plt = _pyplot()
     table = _epoch_table(metrics_csv)
     epochs = table.index.to_numpy() + 1
     from matplotlib.ticker import MaxNLocator
 
-    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(13, 4.5), layout="constrained")
+    fig = new_figure(figsize=(13, 4.5), layout="constrained")
+    ax_loss, ax_metric = fig.subplots(1, 2)
     for column, label in (("train_loss_epoch", "train"), ("val_loss", "validation")):
         if column in table:
             ax_loss.plot(epochs, table[column], marker=".", label=label)
@@ -109,7 +108,6 @@ def plot_curves(metrics_csv: Path, path: Path, scheme: ClassScheme, best_epoch: 
     ax_loss.legend()
     ax_metric.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -120,12 +118,12 @@ def plot_confusion(
     title: str = "Validation confusion matrix",
 ) -> Path:
     """Row-normalised confusion matrix (recall per true class) with pixel counts."""
-    plt = _pyplot()
     cm = np.asarray(confusion, dtype=np.float64)
     rows = cm.sum(axis=1, keepdims=True)
     share = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
     k = len(class_names)
-    fig, ax = plt.subplots(figsize=(1.3 * k + 3, 1.1 * k + 2.2))
+    fig = new_figure(figsize=(1.3 * k + 3, 1.1 * k + 2.2))
+    ax = fig.subplots()
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for i in range(k):
         for j in range(k):
@@ -141,7 +139,6 @@ def plot_confusion(
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -168,13 +165,11 @@ def plot_samples(evaluation: ChipEvaluation, info: ChipsInfo, path: Path) -> Pat
     """
     from matplotlib.patches import Patch
 
-    plt = _pyplot()
     scheme, norm = info.classes, info.normalization
     rgb_idx = _rgb_indexes(info.bands)
     rows = len(evaluation.samples)
-    fig, axes = plt.subplots(
-        rows, 3, figsize=(9, 3.2 * rows + 1.0), squeeze=False, layout="constrained"
-    )
+    fig = new_figure(figsize=(9, 3.2 * rows + 1.0), layout="constrained")
+    axes = fig.subplots(rows, 3, squeeze=False)
     for r, (chip_id, image, mask, pred) in enumerate(evaluation.samples):
         raw = norm.invert(image)[rgb_idx]
         if norm.p2 is not None and norm.p98 is not None:
@@ -207,5 +202,4 @@ def plot_samples(evaluation: ChipEvaluation, info: ChipsInfo, path: Path) -> Pat
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
     fig.suptitle("Validation chips: image, label, prediction")
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

@@ -44,7 +44,7 @@ import rasterio
 from rasterio.enums import Resampling
 
 from geounet import __version__
-from geounet._plots import _pyplot, _rgb_indexes, plot_confusion
+from geounet._plots import _rgb_indexes, new_figure, plot_confusion
 from geounet.classes import ClassScheme
 from geounet.errors import GridMismatchError, InputFileError, OutputError
 from geounet.raster import GDAL_ENV, SceneInfo, _open, open_scene
@@ -285,7 +285,6 @@ def _plot_legend(scheme: ClassScheme, path: Path) -> None:
     """The class colours and names in one row, plus the no-data swatch."""
     from matplotlib.patches import Patch
 
-    plt = _pyplot()
     handles = [
         Patch(facecolor=np.array(c.color) / 255, edgecolor="k", label=c.name)
         for c in scheme.classes
@@ -293,7 +292,7 @@ def _plot_legend(scheme: ClassScheme, path: Path) -> None:
     handles.append(Patch(facecolor="white", edgecolor="k", label="no data / not labelled"))
     ncol = min(len(handles), 6)
     rows = -(-len(handles) // ncol)
-    fig = plt.figure(figsize=(1.7 * ncol + 0.4, 0.35 * rows + 0.25))
+    fig = new_figure(figsize=(1.7 * ncol + 0.4, 0.35 * rows + 0.25))
     fig.legend(
         handles=handles,
         loc="center",
@@ -304,7 +303,6 @@ def _plot_legend(scheme: ClassScheme, path: Path) -> None:
         handleheight=1.1,
     )
     fig.savefig(path, dpi=100, bbox_inches="tight", pad_inches=0.05)
-    plt.close(fig)
 
 
 # ---------------------------------------------------------------------------------- sections
