@@ -44,7 +44,6 @@ import json
 import logging
 import os
 import tempfile
-import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,6 +55,7 @@ from rasterio.features import rasterize
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
+from geounet._files import write_text_atomic
 from geounet.classes import SCHEME_TAG, ClassMap, ClassScheme
 from geounet.errors import ConfigError, InputFileError, LabelError, OutputError
 from geounet.grid import Chip
@@ -315,13 +315,7 @@ def write_metrics(metrics: dict[str, Any], path: str | os.PathLike[str]) -> Path
     out = Path(path)
     if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
         raise OutputError(f"{out}: folder {out.parent} does not exist or is not writable.")
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    return write_text_atomic(out, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
 
 
 def _open_prediction(path: Path) -> tuple[SceneInfo, ClassScheme]:

@@ -37,6 +37,7 @@ from typing import Any, Literal
 import yaml
 
 from geounet import __version__
+from geounet._files import write_text_atomic
 from geounet.config import STAGES, JobConfig
 from geounet.errors import GeounetError, StageError
 
@@ -104,7 +105,7 @@ def run_job(
     """
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / "job.yaml", yaml.safe_dump(job.to_yaml_dict(), sort_keys=False))
+    write_text_atomic(out / "job.yaml", yaml.safe_dump(job.to_yaml_dict(), sort_keys=False))
     runs: dict[str, StageRun] = {}
     run_ids: dict[str, str] = {}
     for name in STAGES:
@@ -205,14 +206,8 @@ def _write_record(
         "outputs": {key: os.path.relpath(path, out) for key, path in outputs.items()},
     }
     folder.mkdir(parents=True, exist_ok=True)
-    _write_atomic(folder / STAGE_FILE, json.dumps(record, indent=2) + "\n")
+    write_text_atomic(folder / STAGE_FILE, json.dumps(record, indent=2) + "\n")
     return run_id
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 # --- the stages -------------------------------------------------------------------------------

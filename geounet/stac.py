@@ -34,7 +34,6 @@ import json
 import logging
 import os
 import re
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from rasterio.crs import CRS
 from rasterio.warp import transform as transform_coords
 from rasterio.warp import transform_bounds
 
+from geounet._files import write_text_atomic
 from geounet.classes import ClassScheme
 from geounet.errors import InputFileError, OutputError
 from geounet.vectorize import LAYER_NAME, read_class_scheme
@@ -192,7 +192,7 @@ def write_stac_item(
         "links": [],
         "assets": item_assets,
     }
-    _write_json_atomic(out, item)
+    write_text_atomic(out, json.dumps(item, indent=2, allow_nan=False) + "\n")
     log.info("wrote STAC item %s (%d assets)", out, len(item_assets))
     return out
 
@@ -319,13 +319,3 @@ def _relative_href(file: Path, base: Path) -> str:
     """``file`` relative to the folder ``base``, POSIX style, ``./``-prefixed when inside it."""
     rel = Path(os.path.relpath(file.resolve(), base.resolve())).as_posix()
     return rel if rel.startswith("../") else f"./{rel}"
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON through a temporary name in the same folder, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

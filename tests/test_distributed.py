@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from _models import BANDS, make_model_file
 from geopandas.testing import assert_geodataframe_equal
 from shapely.geometry import box
 
 from geounet.classes import ClassMap, ClassScheme
-from geounet.data import Normalization
 from geounet.distributed import (
     ClusterOptions,
     predict_scenes,
@@ -27,12 +27,9 @@ from geounet.distributed import (
 )
 from geounet.errors import BandMismatchError, ConfigError, InputFileError, OutputError
 from geounet.inference import ModelSpec, PredictOptions, predict_scene
-from geounet.modelfile import ModelMetadata, save_model_file
-from geounet.models import create_model, describe_model
 from geounet.sample_data import class_map_path, make_synthetic_labels, make_synthetic_scene
 from geounet.tiling import TilingOptions, read_index, tile_scene
 
-BANDS = ("B02", "B03", "B04", "B08")
 PREDICT_FILES = ("classes.tif", "probabilities.tif", "classes.tif.aux.xml", "classes.qml")
 
 # The tripwire model below is defined here, so the workers get it by value, not by import.
@@ -54,14 +51,7 @@ def client():
 
 
 def _model_file(tmp_path):
-    torch.manual_seed(0)
-    model = create_model("unet", in_channels=4, num_classes=4, depth=2, base_channels=4).eval()
-    meta = ModelMetadata(
-        architecture=describe_model(model), bands=BANDS,
-        normalization=Normalization((3000.0,) * 4, (2000.0,) * 4), classes=ClassScheme.default(),
-        chip_size=32, res=(10.0, 10.0),
-    )  # fmt: skip
-    return save_model_file(tmp_path / "model.safetensors", model, meta)
+    return make_model_file(tmp_path, chip_size=32)[0]
 
 
 def _scene(path, shape, *, fill="random", crs="EPSG:32633"):

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from _rasters import write_class_raster
 from affine import Affine
 from PIL import Image
 
 import geounet.report as report_module
-from geounet.classes import SCHEME_TAG, ClassInfo, ClassScheme
+from geounet.classes import ClassInfo, ClassScheme
 from geounet.errors import GridMismatchError, InputFileError, OutputError
 from geounet.evaluate import metrics_from_confusion
 from geounet.raster import open_scene
@@ -34,21 +35,7 @@ def class_array() -> np.ndarray:
 
 def write_classes(path: Path, data: np.ndarray, *, transform=GRID, scheme=SCHEME) -> Path:
     """A class raster as `geounet predict` writes it: uint8, palette, scheme tag, 255 nodata."""
-    profile = dict(
-        driver="GTiff",
-        width=data.shape[1],
-        height=data.shape[0],
-        count=1,
-        dtype="uint8",
-        crs="EPSG:32633",
-        transform=transform,
-        nodata=255,
-    )
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write_colormap(1, scheme.colormap())
-        dst.write(data, 1)
-        dst.update_tags(**{SCHEME_TAG: json.dumps(scheme.to_dict())})
-    return path
+    return write_class_raster(path, data, transform=transform, scheme=scheme, palette=True)
 
 
 @pytest.fixture

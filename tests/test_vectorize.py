@@ -10,6 +10,7 @@ import pyogrio
 import pytest
 import rasterio
 import shapely
+from _rasters import write_class_raster
 from affine import Affine
 from pyproj import Geod
 from rasterio.features import shapes
@@ -17,7 +18,6 @@ from scipy import ndimage
 
 from geounet.classes import ClassScheme
 from geounet.errors import ConfigError, CRSError, GridMismatchError, InputFileError, OutputError
-from geounet.classes import SCHEME_TAG
 from geounet.vectorize import LAYER_NAME, vectorize_raster
 
 UTM = ("EPSG:32633", Affine(10.1, 0, 500000.3, 0, -9.7, 5800000.7))
@@ -26,20 +26,9 @@ GEOGRAPHIC = ("EPSG:4326", Affine(0.00017, 0, 13.123457, 0, -0.00011, 52.4123))
 
 def write_classes(path, data, crs=UTM[0], transform=UTM[1], scheme=None, nodata=255):
     """A class raster as predict writes it: uint8, nodata 255, scheme in the GEOUNET_CLASSES tag."""
-    profile = dict(
-        driver="GTiff",
-        width=data.shape[1],
-        height=data.shape[0],
-        count=1,
-        dtype="uint8",
-        crs=crs,
-        transform=transform,
-        nodata=nodata,
+    return write_class_raster(
+        path, data, crs=crs, transform=transform, scheme=scheme, nodata=nodata
     )
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data, 1)
-        dst.update_tags(**{SCHEME_TAG: json.dumps((scheme or ClassScheme.default()).to_dict())})
-    return path
 
 
 def write_probabilities(path, probs, crs=UTM[0], transform=UTM[1]):

@@ -14,9 +14,11 @@ def run_job_file(
     job_file: Path, *, out: Path | None, overrides: dict[str, Any], force: bool
 ) -> JobResult:
     """Load a job file with overrides and run it, echoing each stage as it ends."""
+    from geounet.cli._logging import tame_lightning
     from geounet.config import load_job_config
     from geounet.job import run_job
 
+    tame_lightning()
     job = load_job_config(job_file, out=out, overrides=overrides)
     click.echo(f"job {job.name} -> {job.out}")
     return run_job(job, force=force, on_stage=_echo_stage)

@@ -16,7 +16,9 @@ from geounet.cli._errors import guarded
     default=Path("geounet-demo"),
     help="Job folder of the demo.",
 )
-@click.option("--epochs", type=int, default=None, help="Training epochs.  [default: 60]")
+@click.option(
+    "--epochs", type=int, default=None, help="Training epochs.  [default: the job file's, 100]"
+)
 @click.option("--force", is_flag=True, help="Run every stage, even those that are up to date.")
 @guarded
 def demo(out: Path, epochs: int | None, force: bool) -> None:

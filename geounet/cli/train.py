@@ -128,17 +128,11 @@ def train(
 
     Every option can also be set in the 'train' section of --config; a flag overrides it.
     """
-    import os
-    import sys
-
-    if "torch" not in sys.modules:
-        # GNU OpenMP threads spin while they wait for work; on a busy or shared CPU that made
-        # training steps up to 10x slower (2-core box, other jobs running). Passive waiting costs
-        # little on an idle machine. Only effective before torch loads; a user's value wins.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
+    from geounet.cli._logging import tame_lightning
     from geounet.config import load_train_config
     from geounet.training import fit
+
+    tame_lightning()
 
     overrides = {_NESTED.get(k, k): v for k, v in flags.items()}
     if no_progress:

@@ -7,29 +7,16 @@ import json
 import geopandas as gpd
 import numpy as np
 import rasterio
-import torch
+from _models import BANDS, make_model_file
 from click.testing import CliRunner
 
 import geounet
-from geounet.classes import ClassScheme
 from geounet.cli.main import cli
-from geounet.data import Normalization
-from geounet.modelfile import ModelMetadata, save_model_file
-from geounet.models import create_model, describe_model
 from geounet.sample_data import make_synthetic_scene
-
-BANDS = ("B02", "B03", "B04", "B08")
 
 
 def _model_file(tmp_path):
-    torch.manual_seed(0)
-    model = create_model("unet", in_channels=4, num_classes=4, depth=2, base_channels=4).eval()
-    meta = ModelMetadata(
-        architecture=describe_model(model), bands=BANDS,
-        normalization=Normalization((3000.0,) * 4, (2000.0,) * 4), classes=ClassScheme.default(),
-        chip_size=64, res=(10.0, 10.0),
-    )  # fmt: skip
-    return save_model_file(tmp_path / "model.safetensors", model, meta), model
+    return make_model_file(tmp_path, chip_size=64)
 
 
 def _scene(tmp_path, bands=BANDS):
