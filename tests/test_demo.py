@@ -75,7 +75,8 @@ def test_demo_job_writes_every_output_and_a_rerun_skips_every_stage(tmp_path, qg
 
     check = qgis_check(
         result.output("predict", "classes"), result.output("predict", "probabilities"),
-        result.output("vectorize", "polygons"), "--require-cog", "--json",
+        result.output("vectorize", "polygons"), result.output("tile", "index"),
+        "--require-cog", "--json",
     )  # fmt: skip
     assert check.returncode == 0, check.stdout + check.stderr
 

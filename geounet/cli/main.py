@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 
 import click
 
@@ -42,6 +43,12 @@ def cli(verbose: int) -> None:
         level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     logging.captureWarnings(True)
+    # rasterio sometimes warns "Dataset has no geotransform" from inside rasterize() when
+    # several threads use GDAL (a known spurious warning, also seen with dask); the masks are
+    # right (tests compare them pixel by pixel), so the CLI does not alarm users with it.
+    warnings.filterwarnings(
+        "ignore", message="Dataset has no geotransform", module=r"rasterio\.features"
+    )
     # pyogrio logs every layer it writes at INFO ("Created 18 records"): noise for users.
     logging.getLogger("pyogrio").setLevel(max(level, logging.WARNING))
 
