@@ -25,7 +25,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BlendName = Literal["gaussian", "cosine", "crop"]
+
+_MERGE_THREAD_DEVICES = {"cuda"}
+"""Devices whose predict blends batch i on a thread while the model runs batch i + 1."""
 
 
 @dataclass(frozen=True)
@@ -428,24 +431,42 @@ def _run(
     )  # fmt: skip
     writer = _StripWriter(info, spec, work, options.probabilities)
     progress = tqdm(total=len(grid), unit="chip", desc=f"predicting {info.name}", leave=False)
+
+    def merge(chips: list[Chip], probs: np.ndarray, valids: list[np.ndarray]) -> None:
+        h, w = info.shape
+        for chip, p, v in zip(chips, probs, valids, strict=True):
+            stacked = np.concatenate([p, v[np.newaxis].astype(np.float32)])
+            # Padded chips (scene smaller than a chip) are cropped back to the scene.
+            ch = min(chip.shape[0], h - chip.row_off)
+            cw = min(chip.shape[1], w - chip.col_off)
+            window = rasterio.windows.Window(chip.col_off, chip.row_off, cw, ch)
+            for strip in merger.add(stacked[:, :ch, :cw], window):
+                writer.put(strip)
+        progress.update(len(chips))
+
+    # On a GPU, batch i is blended on a merge thread while the model runs batch i + 1 (numpy
+    # and torch release the GIL), so the merge does not hold the GPU up. One batch at most
+    # waits, and batches are merged in order: the output is the same as merging inline. On a
+    # CPU the model already uses every core, and a merge thread measured no faster.
+    pipelined = forward.device.type in _MERGE_THREAD_DEVICES
+    merging: Future[None] | None = None
     try:
-        for chips, x, valids in _iter_batches(info, spec, grid, options):
-            probs = forward(x)
-            if probs.shape[1] != k:
-                raise ConfigError(
-                    f"the model returns {probs.shape[1]} channels but the class scheme has {k} "
-                    f"classes {spec.scheme.names}."
-                )
-            for chip, p, v in zip(chips, probs, valids, strict=True):
-                stacked = np.concatenate([p, v[np.newaxis].astype(np.float32)])
-                h, w = info.shape
-                # Padded chips (scene smaller than a chip) are cropped back to the scene.
-                ch = min(chip.shape[0], h - chip.row_off)
-                cw = min(chip.shape[1], w - chip.col_off)
-                window = rasterio.windows.Window(chip.col_off, chip.row_off, cw, ch)
-                for strip in merger.add(stacked[:, :ch, :cw], window):
-                    writer.put(strip)
-            progress.update(len(chips))
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="geounet-merge") as pool:
+            for chips, x, valids in _iter_batches(info, spec, grid, options):
+                probs = forward(x)
+                if probs.shape[1] != k:
+                    raise ConfigError(
+                        f"the model returns {probs.shape[1]} channels but the class scheme has "
+                        f"{k} classes {spec.scheme.names}."
+                    )
+                if merging is not None:
+                    merging.result()
+                if pipelined:
+                    merging = pool.submit(merge, chips, probs, valids)
+                else:
+                    merge(chips, probs, valids)
+            if merging is not None:
+                merging.result()
         for strip in merger.finalize():
             writer.put(strip)
     finally:

@@ -5,6 +5,7 @@ import pytest
 import rasterio
 import torch
 
+from geounet import inference
 from geounet.classes import ClassScheme
 from geounet.errors import BandMismatchError, CRSError, OutputError
 from geounet.inference import ModelSpec, PredictOptions, predict_scene
@@ -83,6 +84,18 @@ def test_per_pixel_model_tiles_exactly_like_whole_scene(tmp_path, blend, chip, o
         np.testing.assert_array_equal(
             p.read(), np.clip(np.rint(whole * 255), 0, 255).astype(np.uint8)
         )
+
+
+def test_merging_on_a_thread_gives_the_same_files(tmp_path, monkeypatch):
+    # GPUs blend batch i on a thread while the model runs batch i + 1; run that path on the CPU.
+    path, spec, model = _scene(tmp_path), _spec(chip=40), ConvModel()
+    options = PredictOptions(overlap=13, probabilities=True, batch_size=2)
+    inline = predict_scene(model, path, tmp_path / "inline", metadata=spec, options=options)
+    monkeypatch.setattr(inference, "_MERGE_THREAD_DEVICES", {"cpu", "cuda"})
+    threaded = predict_scene(model, path, tmp_path / "threaded", metadata=spec, options=options)
+    for a, b in ((inline.classes, threaded.classes), (inline.probabilities, threaded.probabilities)):
+        with rasterio.open(a) as x, rasterio.open(b) as y:
+            np.testing.assert_array_equal(x.read(), y.read())
 
 
 def test_conv_model_has_no_seams_with_crop(tmp_path):
