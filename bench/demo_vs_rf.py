@@ -113,7 +113,10 @@ def main() -> int:
     rf_seconds = time.perf_counter() - start
     reference = result.output("evaluate", "reference")
     unet = result.metrics
-    rf = evaluate_prediction(rf_classes, reference)
+    rf = evaluate_prediction(  # the job's own evaluation settings
+        rf_classes, reference, iou_threshold=job.evaluate.iou_threshold,
+        min_area_m2=job.evaluate.min_area_m2, object_classes=job.evaluate.object_classes,
+    )  # fmt: skip
     load_end = os.getloadavg()
 
     names = unet["classes"]
