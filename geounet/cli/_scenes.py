@@ -32,7 +32,7 @@ class ScenesFlags:
     def cluster(self) -> Any:
         """The :class:`~geounet.distributed.ClusterOptions` these flags ask for."""
         # dask logs every scheduler, nanny and client event at INFO, the CLI's default level:
-        # noise for users, who see each scene's outcome from geounet. -vv shows it again. The
+        # noise for users, who see each scene's outcome from geounet. -v shows it again. The
         # import first: importing distributed sets its loggers' levels from the dask config.
         import distributed  # noqa: F401
 

@@ -25,7 +25,9 @@ from geounet.cli.vectorize import vectorize
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="geounet")
-@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.option(
+    "-v", "--verbose", count=True, help="More log output: debug lines, and Lightning's own."
+)
 def cli(verbose: int) -> None:
     """geounet: turn multispectral satellite scenes into maps with the U-Net family.
 
