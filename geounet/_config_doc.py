@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from geounet.config import (
+    _JOB_OWNED,
     AugmentSection,
     EvaluateSection,
     JobConfig,
@@ -27,8 +28,6 @@ from geounet.config import (
     TrainConfig,
     VectorizeSection,
 )
-
-_JOB_SET = {("tile", "out"), ("train", "chips"), ("train", "out")}
 
 _SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("(top level)", JobConfig, ""),
@@ -81,16 +80,10 @@ def render_config_reference() -> str:
         heading = f"## `{title}`" if section else f"## {title}"
         lines += [heading, "", "| key | type | default | what |", "|---|---|---|---|"]
         for name, field in model.model_fields.items():
-            if (section, name) in _JOB_SET:
+            if (section, name) in _JOB_OWNED:
                 continue
-            if isinstance(field.default_factory, type) and issubclass(
-                field.default_factory, BaseModel
-            ):
-                kind = "section"
-            elif name in {"tile", "train"} and model is JobConfig:
-                kind = "section"
-            else:
-                kind = _annotation(field).replace("|", "\\|")
+            nested = isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+            kind = "section" if nested else _annotation(field).replace("|", "\\|")
             default = "see below" if kind == "section" else _default(field)
             what = (field.description or "").replace("|", "\\|")
             lines.append(f"| `{name}` | {kind} | {default} | {what} |")

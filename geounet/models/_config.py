@@ -121,14 +121,15 @@ class LevelsConfig:
         return [self.base_channels * 2**level for level in range(self.depth + 1)]
 
 
+def json_value(value: Any) -> Any:
+    """An option value as plain JSON-friendly data (enums become strings, tuples lists)."""
+    if isinstance(value, StrEnum):
+        return value.value
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
 def config_to_dict(config: Any) -> dict[str, Any]:
     """Turn an options dataclass into plain JSON-friendly values (enums become strings)."""
-    out: dict[str, Any] = {}
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        if isinstance(value, StrEnum):
-            value = value.value
-        elif isinstance(value, tuple):
-            value = list(value)
-        out[field.name] = value
-    return out
+    return {f.name: json_value(getattr(config, f.name)) for f in dataclasses.fields(config)}

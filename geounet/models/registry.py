@@ -8,13 +8,12 @@ or a bad value fails with the valid names) and returns the module.
 from __future__ import annotations
 
 import dataclasses
-from enum import StrEnum
 from typing import Any
 
 from torch import nn
 
 from geounet.errors import ConfigError
-from geounet.models._config import config_to_dict, suggest
+from geounet.models._config import config_to_dict, json_value, suggest
 from geounet.models.attention_unet import AttentionUNet, AttentionUNetConfig
 from geounet.models.efficient_unet import EfficientUNet, EfficientUNetConfig
 from geounet.models.residual_unet import ResidualUNet, ResidualUNetConfig
@@ -84,15 +83,7 @@ def model_options(name: str) -> dict[str, Any]:
     Raises:
         ConfigError: If ``name`` is not registered.
     """
-    out: dict[str, Any] = {}
-    for field in dataclasses.fields(_entry(name).config_cls):
-        value = field.default
-        if isinstance(value, StrEnum):
-            value = value.value
-        elif isinstance(value, tuple):
-            value = list(value)
-        out[field.name] = value
-    return out
+    return {f.name: json_value(f.default) for f in dataclasses.fields(_entry(name).config_cls)}
 
 
 def create_model(name: str, *, in_channels: int, num_classes: int, **options: Any) -> nn.Module:
