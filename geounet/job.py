@@ -266,6 +266,7 @@ def _vectorize(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[
 def _evaluate(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[str, Path]:
     from geounet.classes import ClassMap
     from geounet.evaluate import evaluate_prediction, write_metrics
+    from geounet.labels import RASTER_SUFFIXES
     from geounet.tiling import write_split_labels
 
     cfg = job.evaluate
@@ -282,7 +283,7 @@ def _evaluate(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[s
         )
     else:
         reference = cfg.reference
-        if job.tile.class_map is not None and Path(reference).suffix.lower() not in _RASTERS:
+        if job.tile.class_map is not None and reference.suffix.lower() not in RASTER_SUFFIXES:
             options["class_map"] = ClassMap.from_yaml(job.tile.class_map)
             options["class_column"] = job.tile.class_column
     metrics = evaluate_prediction(runs["predict"].outputs["classes"], reference, **options)
@@ -290,8 +291,6 @@ def _evaluate(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[s
     path = write_metrics(metrics, folder / "metrics.json")
     return {"metrics": path, "reference": Path(reference)}
 
-
-_RASTERS = {".tif", ".tiff", ".vrt", ".jp2", ".img"}
 
 
 def _report(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[str, Path]:
