@@ -17,6 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from geounet.errors import ConfigError
 
 
+def _nodata_rule(value: float | list[float | None] | None) -> Any:
+    """A YAML nodata override as the stage functions take it (a list becomes a tuple)."""
+    return tuple(value) if isinstance(value, list) else value
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -40,6 +45,11 @@ class TileConfig(_Model):
     seed: int = Field(0, description="seed of the split draw")
     compress: Literal["zstd", "deflate", "lzw", "none"] = Field("zstd", description="chip codec")
     workers: int | None = Field(None, ge=1, description="threads (default: one per CPU)")
+    nodata: float | list[float | None] | None = Field(
+        None,
+        description="nodata of the scene files, replacing theirs: one value, or one per band "
+        "(null keeps a band's own); masks and NaN stay nodata",
+    )
 
     @field_validator("scene")
     @classmethod
@@ -69,6 +79,7 @@ class TileConfig(_Model):
             seed=self.seed,
             compress=self.compress,
             workers=self.workers,
+            nodata=_nodata_rule(self.nodata),
         )
         class_map = ClassMap.from_yaml(self.class_map) if self.class_map else None
         return {
@@ -292,12 +303,16 @@ class PredictSection(_Model):
         None, ge=1, description="threads reading chips ahead (default: 2 on CPU, 1 a core on GPU)"
     )
     compile: bool = Field(False, description="torch.compile the model first (GPU, big scenes)")
+    nodata: float | list[float | None] | None = Field(
+        None, description="nodata override of the scene files (default: the model file's rule)"
+    )
 
     def predict_options(self) -> Any:
         """The :class:`geounet.inference.PredictOptions` of this section."""
         from geounet.inference import PredictOptions
 
-        return PredictOptions(**self.model_dump(exclude={"scene"}))
+        options = self.model_dump(exclude={"scene", "nodata"})
+        return PredictOptions(**options, nodata=_nodata_rule(self.nodata))
 
 
 class VectorizeSection(_Model):

@@ -40,6 +40,7 @@ from geounet import __version__
 from geounet.classes import ClassScheme
 from geounet.data import Normalization
 from geounet.errors import BandMismatchError, InputFileError, ModelFileError, OutputError
+from geounet.raster import nodata_rule_from_json
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,8 @@ class ModelMetadata:
         chip_size: Chip side (pixels) the model was trained on.
         res: Pixel size ``(x, y)`` of the training scene in its CRS units.
         crs_hint: CRS of the training scene (informational: any CRS with this pixel size works).
+        nodata: The nodata override the training scene was tiled with (one value, or one per
+            band; ``None``: the files' own nodata and masks). ``predict`` applies it too.
         training: Free-form summary: config, epochs, metrics, timing.
         geounet_version: Version of geounet that wrote the file.
         format_version: Layout version of this metadata.
@@ -105,6 +108,7 @@ class ModelMetadata:
     chip_size: int
     res: tuple[float, float]
     crs_hint: str | None = None
+    nodata: float | tuple[float | None, ...] | None = None
     training: Mapping[str, Any] = field(default_factory=dict)
     geounet_version: str = __version__
     format_version: int = FORMAT_VERSION
@@ -147,6 +151,7 @@ class ModelMetadata:
             "chip_size": self.chip_size,
             "res": list(self.res),
             "crs_hint": self.crs_hint,
+            "nodata": list(self.nodata) if isinstance(self.nodata, tuple) else self.nodata,
             "training": dict(self.training),
             "geounet_version": self.geounet_version,
         }
@@ -180,6 +185,7 @@ class ModelMetadata:
                 chip_size=int(data["chip_size"]),
                 res=(float(data["res"][0]), float(data["res"][1])),
                 crs_hint=data.get("crs_hint"),
+                nodata=nodata_rule_from_json(data.get("nodata")),
                 training=dict(data.get("training") or {}),
                 geounet_version=str(data.get("geounet_version", "unknown")),
                 format_version=version,
