@@ -33,9 +33,10 @@ import torch
 from affine import Affine
 from torch.utils.data import Dataset
 
+from geounet._nodata import nodata_rule_from_json
 from geounet.classes import ClassScheme
 from geounet.errors import BandMismatchError, ConfigError, InputFileError
-from geounet.raster import nodata_rule_from_json, read_raster_valid
+from geounet.raster import read_raster_valid
 
 Sample = dict[str, Any]
 """A sample dict: ``image``, ``mask``, ``crs``, ``transform`` (and ``chip_id``)."""

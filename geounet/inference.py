@@ -34,19 +34,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import rasterio
 
+from geounet._nodata import nodata_rule_from_json
 from geounet._qml import category_names_aux_xml, paletted_raster_qml, write_text_atomic
 from geounet.classes import SCHEME_TAG, ClassScheme
 from geounet.errors import ConfigError, OutputError
 from geounet.grid import Chip, ChipGrid
 from geounet.modelfile import check_scene_bands
-from geounet.raster import (
-    GDAL_ENV,
-    SceneInfo,
-    nodata_rule_from_json,
-    open_block_writer,
-    open_scene,
-    write_cog,
-)
+from geounet.raster import GDAL_ENV, SceneInfo, open_block_writer, open_scene, write_cog
 from geounet.stitching import BlendMerger, MergedStrip, to_uint8_probabilities
 
 if TYPE_CHECKING:

@@ -37,10 +37,10 @@ import torch
 from torch import nn
 
 from geounet import __version__
+from geounet._nodata import nodata_rule_from_json
 from geounet.classes import ClassScheme
 from geounet.data import Normalization
 from geounet.errors import BandMismatchError, InputFileError, ModelFileError, OutputError
-from geounet.raster import nodata_rule_from_json
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,6 @@ one dataset window by window and nothing loads a whole scene.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import threading
@@ -26,8 +25,16 @@ from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
-from geounet._vrt import VRT_TYPES, StackBand, stack_vrt_xml
-from geounet.errors import BandMismatchError, CRSError, GridMismatchError, InputFileError
+from geounet._nodata import (
+    NodataOverride,
+    has_mask_band,
+    nodata_value,
+    resolve_nodata,
+    stack_dtype,
+    valid_values,
+)
+from geounet._vrt import StackBand, stack_vrt_xml
+from geounet.errors import CRSError, GridMismatchError, InputFileError
 
 log = logging.getLogger(__name__)
 
@@ -102,26 +109,6 @@ def _check_georeferenced(ds: rasterio.io.DatasetReader, name: str) -> None:
         raise CRSError(f"{name} has no geotransform (pixel grid only); georeference it first.")
 
 
-def valid_values(data: np.ndarray, nodatavals: Sequence[float | None]) -> np.ndarray:
-    """``(height, width)`` bool: True where no band's value is its nodata or NaN.
-
-    Args:
-        data: ``(bands, height, width)`` values.
-        nodatavals: Each band's nodata value, or ``None``.
-    """
-    invalid = np.zeros(data.shape[1:], dtype=bool)
-    common = set(nodatavals)
-    if len(common) == 1 and (nd := common.pop()) is not None and not np.isnan(nd):
-        invalid |= (data == nd).any(axis=0)  # one pass over all bands: the usual case
-    elif len(common) > 1:
-        for band, nd in zip(data, nodatavals, strict=True):
-            if nd is not None and not np.isnan(nd):
-                invalid |= band == nd
-    if np.issubdtype(data.dtype, np.floating):
-        invalid |= np.isnan(data).any(axis=0)
-    return ~invalid
-
-
 def read_raster_valid(path: str | Path) -> tuple[np.ndarray, np.ndarray, CRS, Affine]:
     """Read a whole (small) raster such as a chip: ``(data, valid, crs, transform)``.
 
@@ -133,7 +120,7 @@ def read_raster_valid(path: str | Path) -> tuple[np.ndarray, np.ndarray, CRS, Af
         valid = valid_values(data, src.nodatavals)
         flags = src.mask_flag_enums
         for i in range(1, src.count + 1):
-            if _has_mask_band(flags[i - 1]):
+            if has_mask_band(flags[i - 1]):
                 valid &= src.read_masks(i) > 0
                 if MaskFlags.per_dataset in flags[i - 1]:
                     break  # one mask for every band
@@ -310,19 +297,6 @@ class SceneInfo:
         }
 
 
-NodataOverride = float | Sequence[float | None] | None
-"""A nodata override: one value for every band, one per band (``None``: the file's), or none."""
-
-
-def nodata_rule_from_json(value: Any) -> float | tuple[float | None, ...] | None:
-    """A nodata override as JSON holds it (``tiling.json``, model file): number, list or null."""
-    if value is None:
-        return None
-    if isinstance(value, list | tuple):
-        return tuple(None if v is None else float(v) for v in value)
-    return float(value)
-
-
 def open_scene(
     paths: str | Path | Sequence[str | Path],
     *,
@@ -382,41 +356,6 @@ def _fields(info: SceneInfo) -> dict[str, Any]:
     return {k: getattr(info, k) for k in info.__dataclass_fields__ if not k.startswith("_")}
 
 
-def _nodata_value(value: float | None, dtype: str) -> float | None:
-    """A nodata value as the band's dtype holds it (NaN as the one ``math.nan``)."""
-    if value is None:
-        return None
-    if np.isnan(value):
-        return math.nan
-    dt = np.dtype(dtype)
-    if np.issubdtype(dt, np.floating):
-        # GDAL keeps nodata as a double; float32 pixels hold it rounded (-3.4e38 and the like).
-        return float(dt.type(value))
-    return float(value)  # an integer band's value (or one no pixel can hold, matching none)
-
-
-def _resolve_nodata(
-    files: Sequence[float | None], override: NodataOverride, source: str
-) -> list[float | None]:
-    """The per-band nodata: the files' values replaced by the override where one is given."""
-    if override is None:
-        return list(files)
-    if isinstance(override, int | float):
-        return [float(override)] * len(files)
-    values = list(override)
-    if len(values) != len(files):
-        raise BandMismatchError(
-            f"{len(values)} nodata values given ({values}) for {source} with {len(files)} "
-            "bands; give one value for every band, or one per band (null keeps a band's own)."
-        )
-    return [f if v is None else float(v) for f, v in zip(files, values, strict=True)]
-
-
-def _has_mask_band(flags: Sequence[MaskFlags]) -> bool:
-    """Whether GDAL's mask flags name a real mask (per-dataset, alpha, per-band ``.msk``)."""
-    return MaskFlags.all_valid not in flags and MaskFlags.nodata not in flags
-
-
 def _data_indexes(ds: rasterio.io.DatasetReader) -> tuple[int, ...]:
     """1-based numbers of the bands that are not alpha (an alpha band is a mask, as in GDAL)."""
     data = tuple(i for i, ci in enumerate(ds.colorinterp, start=1) if ci != ColorInterp.alpha)
@@ -435,8 +374,8 @@ def _open_single(path: str, override: NodataOverride) -> SceneInfo:
         names = tuple(d if d else f"band_{i}" for i, d in zip(indexes, descriptions, strict=True))
         if len(names) == 1 and not descriptions[0]:
             names = (band_name_from_path(path),)
-        files = [_nodata_value(ds.nodatavals[i - 1], dtype) for i in indexes]
-        nodatavals = [_nodata_value(v, dtype) for v in _resolve_nodata(files, override, path)]
+        files = [nodata_value(ds.nodatavals[i - 1], dtype) for i in indexes]
+        nodatavals = [nodata_value(v, dtype) for v in resolve_nodata(files, override, path)]
         return SceneInfo(
             source=path,
             name=scene_name_from_paths([path]),
@@ -447,21 +386,9 @@ def _open_single(path: str, override: NodataOverride) -> SceneInfo:
             shape=(ds.height, ds.width),
             dtype=dtype,
             nodatavals=tuple(nodatavals),
-            masks=tuple(_has_mask_band(ds.mask_flag_enums[i - 1]) for i in indexes),
+            masks=tuple(has_mask_band(ds.mask_flag_enums[i - 1]) for i in indexes),
             indexes=indexes,
         )
-
-
-def _stack_dtype(dtypes: Sequence[str], paths: Sequence[str]) -> str:
-    """The smallest dtype that holds every band's values exactly (never wraps or clips)."""
-    dtype = str(np.result_type(*dtypes))
-    if dtype not in VRT_TYPES:
-        raise InputFileError(
-            f"band files {list(paths)} of dtypes {sorted(set(dtypes))} have no common dtype "
-            f"that holds them all ({dtype}); convert them first, e.g. `gdal_translate -ot "
-            "Float64`."
-        )
-    return dtype
 
 
 def _open_stack(
@@ -478,8 +405,8 @@ def _open_stack(
                     "multi-band raster on its own instead."
                 )
             i = indexes[0]
-            nd = _nodata_value(ds.nodatavals[i - 1], ds.dtypes[i - 1])
-            mask = _has_mask_band(ds.mask_flag_enums[i - 1])
+            nd = nodata_value(ds.nodatavals[i - 1], ds.dtypes[i - 1])
+            mask = has_mask_band(ds.mask_flag_enums[i - 1])
             metas.append((p, ds.crs, ds.transform, ds.width, ds.height, ds.dtypes[i - 1], nd, mask))
     crs0 = metas[0][1]
     for p, crs, *_ in metas[1:]:
@@ -488,11 +415,11 @@ def _open_stack(
                 f"{p} is in {crs.to_string()} but {metas[0][0]} is in {crs0.to_string()}; "
                 "stacked band files must share one CRS (warp them with gdalwarp first)."
             )
-    dtype = _stack_dtype([m[5] for m in metas], paths)
+    dtype = stack_dtype([m[5] for m in metas], paths)
     # The finest band defines the grid; first one wins among equals so the order is stable.
     finest = min(metas, key=lambda m: abs(m[2].a * m[2].e))
     _, _, grid_t, grid_w, grid_h, _, _, _ = finest
-    nodatavals = _resolve_nodata([m[6] for m in metas], override, ", ".join(paths))
+    nodatavals = resolve_nodata([m[6] for m in metas], override, ", ".join(paths))
     bands = []
     for (p, _, t, w, h, src_dtype, _, mask), nd in zip(metas, nodatavals, strict=True):
         # Where this file's pixel grid lands on the target grid, in (fractional) target pixels.
@@ -505,7 +432,7 @@ def _open_stack(
             StackBand(
                 path=p, name=band_name_from_path(p), size=(w, h),
                 dst=(col0, row0, col1 - col0, row1 - row0),
-                nodata=_nodata_value(nd, src_dtype),
+                nodata=nodata_value(nd, src_dtype),
                 # Without a nodata value GDAL fills the uncovered part with 0, which may be data:
                 # the footprint then comes from the file's (all-valid) mask band, read cheaply.
                 mask=mask or (partial and nd is None),
@@ -524,7 +451,7 @@ def _open_stack(
         transform=grid_t,
         shape=(grid_h, grid_w),
         dtype=dtype,
-        nodatavals=tuple(_nodata_value(b.nodata, dtype) for b in bands),
+        nodatavals=tuple(nodata_value(b.nodata, dtype) for b in bands),
         masks=tuple(b.mask for b in bands),
         indexes=tuple(range(1, len(bands) + 1)),
     )
