@@ -176,7 +176,8 @@ class SceneInfo:
     @property
     def masked(self) -> bool:
         """Whether validity needs more than one nodata value (per-band values or masks)."""
-        return any(self.masks) or (self.nodata is None and any(self.nodatavals))
+        has_nodata = any(v is not None for v in self.nodatavals)
+        return any(self.masks) or (self.nodata is None and has_nodata)
 
     @property
     def res(self) -> tuple[float, float]:
@@ -213,7 +214,7 @@ class SceneInfo:
         r1, c1 = min(row0 + height, self.shape[0]), min(col0 + width, self.shape[1])
         if not boundless and (r0, c0, r1, c1) != (row0, col0, row0 + height, col0 + width):
             raise ValueError(f"window {window} extends past the scene {self.shape}; use boundless.")
-        if self.nodata is not None or not any(self.nodatavals):
+        if self.nodata is not None or all(v is None for v in self.nodatavals):
             out = np.full((self.count, height, width), self.nodata or 0, dtype=self.dtype)
         else:
             fill = [0 if v is None else v for v in self.nodatavals]

@@ -254,3 +254,52 @@ def test_the_nodata_rule_travels_from_tiling_to_predict(tmp_path):
                           nodata=[None] * 6)  # fmt: skip
     with rasterio.open(again.classes) as src:
         assert (src.read(1) != 255).all()
+
+
+def test_footprint_of_a_band_without_nodata_is_masked_with_nearest(tmp_path):
+    # A 20 m band with no nodata that covers only part of the 10 m grid: its 0s are data, the
+    # ground it does not reach is not, and its 20 m pixels land on 2 x 2 blocks of the grid.
+    full = np.arange(1, 8 * 12 + 1, dtype=np.uint16).reshape(8, 12)
+    coarse = np.array([[0, 5, 6], [7, 0, 9]], dtype=np.uint16)
+    t20 = Affine(20, 0, GRID.c + 40, 0, -20, GRID.f - 20)  # from row 2, col 4 of the 10 m grid
+    with rasterio.open(tmp_path / "c_B05.tif", "w", driver="GTiff", width=3, height=2, count=1,
+                       dtype="uint16", crs="EPSG:32633", transform=t20) as dst:  # fmt: skip
+        dst.write(coarse, 1)
+    scene = open_scene([_band_file(tmp_path / "c_B02.tif", full), str(tmp_path / "c_B05.tif")])
+    assert scene.masks == (False, True) and scene.nodatavals == (None, None)
+    data, valid = scene.read_valid(Window(0, 0, 12, 8))
+    expected = np.zeros((8, 12), dtype=bool)
+    expected[2:6, 4:10] = True
+    np.testing.assert_array_equal(valid, expected)
+    np.testing.assert_array_equal(data[1, 2:6, 4:10], np.kron(coarse, np.ones((2, 2), np.uint16)))
+    np.testing.assert_array_equal(data[0], full)
+
+
+def test_single_file_with_nodata_and_an_internal_mask_uses_both(tmp_path):
+    data = np.arange(1, 2 * 6 * 6 + 1, dtype=np.int16).reshape(2, 6, 6)
+    data[1, 0, 0] = -1
+    mask = np.full((6, 6), 255, dtype=np.uint8)
+    mask[4:, 4:] = 0
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        with rasterio.open(tmp_path / "m.tif", "w", driver="GTiff", width=6, height=6, count=2,
+                           dtype="int16", crs="EPSG:32633", transform=GRID,
+                           nodata=-1) as dst:  # fmt: skip
+            dst.write(data)
+            dst.write_mask(mask)
+    scene = open_scene(tmp_path / "m.tif")
+    assert scene.masks == (True, True) and scene.nodata == -1
+    expected = mask > 0
+    expected[0, 0] = False  # the mask wins over nodata in GDAL; geounet takes both
+    np.testing.assert_array_equal(scene.read_valid(Window(0, 0, 6, 6))[1], expected)
+    np.testing.assert_array_equal(read_chip(tmp_path / "m.tif")[1], expected)
+
+
+def test_chips_keep_a_nodata_0_that_only_some_bands_have(tmp_path):
+    a = np.array([[0, 5, 6, 7]] * 4, dtype=np.uint16)
+    paths = [_band_file(tmp_path / "z_B02.tif", a, nodata=0), _band_file(tmp_path / "z_B03.tif", a)]
+    scene = open_scene(paths)
+    assert scene.nodatavals == (0.0, None) and scene.masked
+    tile_scene(paths, tmp_path / "chips", options=TilingOptions(chip_size=4, workers=1))
+    data, valid, _, _ = read_chip(tmp_path / "chips" / "images" / "z_r000000_c000000.tif")
+    np.testing.assert_array_equal(valid, a != 0)
+    np.testing.assert_array_equal(data, np.stack([a, a]))
