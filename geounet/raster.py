@@ -422,6 +422,7 @@ def _open_stack(
     _, _, grid_t, grid_w, grid_h, _, _, _ = finest
     nodatavals = resolve_nodata([m[6] for m in metas], override, ", ".join(paths))
     bands = []
+    smooth, res = resampling != "nearest", (grid_t.a, grid_t.e)
     for (p, _, t, w, h, src_dtype, _, mask), nd in zip(metas, nodatavals, strict=True):
         # Where this file's pixel grid lands on the target grid, in (fractional) target pixels.
         col0, row0 = ~grid_t @ (t.c, t.f)
@@ -436,7 +437,9 @@ def _open_stack(
                 nodata=nodata_value(nd, src_dtype),
                 # Without a nodata value GDAL fills the uncovered part with 0, which may be data:
                 # the footprint then comes from the file's (all-valid) mask band, read cheaply.
-                mask=mask or (partial and nd is None),
+                # A bilinear/cubic kernel fills nodata next to data, so a resampled band's
+                # validity also comes from its mask, resampled with nearest like its pixels.
+                mask=mask or (partial and nd is None) or (smooth and (t.a, t.e) != res),
             )
         )  # fmt: skip
     xml = stack_vrt_xml(

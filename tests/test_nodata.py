@@ -303,3 +303,13 @@ def test_chips_keep_a_nodata_0_that_only_some_bands_have(tmp_path):
     data, valid, _, _ = read_chip(tmp_path / "chips" / "images" / "z_r000000_c000000.tif")
     np.testing.assert_array_equal(valid, a != 0)
     np.testing.assert_array_equal(data, np.stack([a, a]))
+
+
+def test_bilinear_bands_keep_the_nearest_mask(mixed):
+    # Bilinear fills a 20 m nodata pixel's 10 m neighbours from valid pixels; the validity
+    # stays the nearest-resampled one, so bilinear and nearest stacks agree on it.
+    nearest = open_scene(mixed.paths)
+    smooth = open_scene(mixed.paths, resampling="bilinear")
+    assert smooth.masks[2] and not nearest.masks[2]
+    whole = Window(0, 0, SHAPE[1], SHAPE[0])
+    np.testing.assert_array_equal(smooth.read_valid(whole)[1], mixed.valid)
