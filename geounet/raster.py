@@ -272,9 +272,12 @@ class SceneInfo:
                 inner = Window(c0, r0, c1 - c0, r1 - r0)
                 dest = valid[r0 - row0 : r1 - row0, c0 - col0 : c1 - col0]
                 ds = self.dataset()
+                flags = ds.mask_flag_enums
                 for index, masked in zip(self.indexes, self.masks, strict=True):
                     if masked:
                         dest &= ds.read_masks(index, window=inner) > 0
+                        if MaskFlags.per_dataset in flags[index - 1]:
+                            break  # one mask (internal, .msk, alpha) for every band
         valid[max(h - row0, 0) :, :] = False
         valid[:, max(w - col0, 0) :] = False
         valid[: max(-row0, 0), :] = False
