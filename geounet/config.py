@@ -14,12 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from geounet._nodata import nodata_rule_from_json
 from geounet.errors import ConfigError
-
-
-def _nodata_rule(value: float | list[float | None] | None) -> Any:
-    """A YAML nodata override as the stage functions take it (a list becomes a tuple)."""
-    return tuple(value) if isinstance(value, list) else value
 
 
 class _Model(BaseModel):
@@ -79,7 +75,7 @@ class TileConfig(_Model):
             seed=self.seed,
             compress=self.compress,
             workers=self.workers,
-            nodata=_nodata_rule(self.nodata),
+            nodata=nodata_rule_from_json(self.nodata),
         )
         class_map = ClassMap.from_yaml(self.class_map) if self.class_map else None
         return {
@@ -312,7 +308,7 @@ class PredictSection(_Model):
         from geounet.inference import PredictOptions
 
         options = self.model_dump(exclude={"scene", "nodata"})
-        return PredictOptions(**options, nodata=_nodata_rule(self.nodata))
+        return PredictOptions(**options, nodata=nodata_rule_from_json(self.nodata))
 
 
 class VectorizeSection(_Model):

@@ -9,9 +9,9 @@ one split of it as torchgeo-style sample dicts::
 
 Normalisation is per band, ``(x - mean) / std`` in float32, with the mean and standard deviation
 of ``stats.json`` (computed by tiling over the scene's valid pixels). Pixels the chip GeoTIFF flags
-as nodata (or NaN) become 0 after normalisation, the band mean, and their label is 255, so they
-count in neither loss nor metrics. Tiling already wrote 255 there; the dataset re-applies it so
-a hand-made chips folder cannot leak nodata into training.
+as nodata (a nodata value, NaN or its GDAL mask) become 0 after normalisation, the band mean, and
+their label is 255, so they count in neither loss nor metrics. Tiling already wrote 255 there;
+the dataset re-applies it so a hand-made chips folder cannot leak nodata into training.
 
 Batches are built with :func:`collate_samples`, which stacks tensors and keeps ``crs`` and
 ``transform`` as lists, as torchgeo's ``stack_samples`` does (without importing torchgeo, which
