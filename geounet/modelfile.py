@@ -10,7 +10,11 @@ document that says everything a later stage needs to use the weights correctly::
      "classes": {"classes": [{"id": 0, "name": "other", "color": "#9e9e9e"}, ...],
                  "ignore_index": 255},
      "chip_size": 128, "res": [10.0, 10.0], "crs_hint": "EPSG:32633",
-     "training": {...}, "geounet_version": "0.1.0"}
+     "nodata": null, "training": {...}, "geounet_version": "0.1.0"}
+
+``nodata`` is the override the training scene was tiled with (``0``, a per-band list, or
+``null`` for the files' own nodata and masks); ``predict`` applies it unless given another.
+Files without the key (written before it existed) read as ``null``.
 
 Loading parses the header with :mod:`json` and the tensors with :mod:`safetensors`; nothing is
 ever unpickled, so a model file from a stranger cannot run code. Files written by ``torch.save``
