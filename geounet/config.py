@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from geounet._nodata import nodata_rule_from_json
 from geounet.errors import ConfigError
 
 
@@ -40,6 +41,11 @@ class TileConfig(_Model):
     seed: int = Field(0, description="seed of the split draw")
     compress: Literal["zstd", "deflate", "lzw", "none"] = Field("zstd", description="chip codec")
     workers: int | None = Field(None, ge=1, description="threads (default: one per CPU)")
+    nodata: float | list[float | None] | None = Field(
+        None,
+        description="nodata of the scene files, replacing theirs: one value, or one per band "
+        "(null keeps a band's own); masks and NaN stay nodata",
+    )
 
     @field_validator("scene")
     @classmethod
@@ -69,6 +75,7 @@ class TileConfig(_Model):
             seed=self.seed,
             compress=self.compress,
             workers=self.workers,
+            nodata=nodata_rule_from_json(self.nodata),
         )
         class_map = ClassMap.from_yaml(self.class_map) if self.class_map else None
         return {
@@ -292,12 +299,16 @@ class PredictSection(_Model):
         None, ge=1, description="threads reading chips ahead (default: 2 on CPU, 1 a core on GPU)"
     )
     compile: bool = Field(False, description="torch.compile the model first (GPU, big scenes)")
+    nodata: float | list[float | None] | None = Field(
+        None, description="nodata override of the scene files (default: the model file's rule)"
+    )
 
     def predict_options(self) -> Any:
         """The :class:`geounet.inference.PredictOptions` of this section."""
         from geounet.inference import PredictOptions
 
-        return PredictOptions(**self.model_dump(exclude={"scene"}))
+        options = self.model_dump(exclude={"scene", "nodata"})
+        return PredictOptions(**options, nodata=nodata_rule_from_json(self.nodata))
 
 
 class VectorizeSection(_Model):

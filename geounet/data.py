@@ -9,9 +9,9 @@ one split of it as torchgeo-style sample dicts::
 
 Normalisation is per band, ``(x - mean) / std`` in float32, with the mean and standard deviation
 of ``stats.json`` (computed by tiling over the scene's valid pixels). Pixels the chip GeoTIFF flags
-as nodata (or NaN) become 0 after normalisation, the band mean, and their label is 255, so they
-count in neither loss nor metrics. Tiling already wrote 255 there; the dataset re-applies it so
-a hand-made chips folder cannot leak nodata into training.
+as nodata (a nodata value, NaN or its GDAL mask) become 0 after normalisation, the band mean, and
+their label is 255, so they count in neither loss nor metrics. Tiling already wrote 255 there;
+the dataset re-applies it so a hand-made chips folder cannot leak nodata into training.
 
 Batches are built with :func:`collate_samples`, which stacks tensors and keeps ``crs`` and
 ``transform`` as lists, as torchgeo's ``stack_samples`` does (without importing torchgeo, which
@@ -33,8 +33,10 @@ import torch
 from affine import Affine
 from torch.utils.data import Dataset
 
+from geounet._nodata import nodata_rule_from_json
 from geounet.classes import ClassScheme
 from geounet.errors import BandMismatchError, ConfigError, InputFileError
+from geounet.raster import read_raster_valid
 
 Sample = dict[str, Any]
 """A sample dict: ``image``, ``mask``, ``crs``, ``transform`` (and ``chip_id``)."""
@@ -157,6 +159,7 @@ class ChipsInfo:
         chip_size: Chip side in pixels (``tiling.json`` options).
         res: Pixel size ``(x, y)`` in CRS units.
         crs: The scene CRS as ``EPSG:n`` when it has a code, else WKT (informational).
+        nodata: The nodata override the scene was tiled with (``tiling.json`` options).
     """
 
     path: Path
@@ -166,6 +169,7 @@ class ChipsInfo:
     chip_size: int
     res: tuple[float, float]
     crs: str | None
+    nodata: float | tuple[float | None, ...] | None = None
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -206,23 +210,17 @@ def read_chips_info(chips_dir: str | Path) -> ChipsInfo:
         chip_size=int((tiling.get("options") or {}).get("chip_size", 0)),
         res=(float(res[0]), float(res[1])),
         crs=f"EPSG:{epsg}" if epsg else scene.get("crs"),
+        nodata=nodata_rule_from_json((tiling.get("options") or {}).get("nodata")),
     )
 
 
 def read_chip(path: str | Path) -> tuple[np.ndarray, np.ndarray, Any, Affine]:
     """Read a chip GeoTIFF: ``(data, valid, crs, transform)``.
 
-    ``valid`` is ``(H, W)`` bool, False where any band equals the file's nodata value or is NaN.
+    ``valid`` is ``(H, W)`` bool, False where any band equals its nodata value, is NaN or is
+    masked by the chip's GDAL mask (see :func:`geounet.raster.read_raster_valid`).
     """
-    with rasterio.open(path) as src:
-        data = src.read()
-        nodata, crs, transform = src.nodata, src.crs, src.transform
-    invalid = np.zeros(data.shape[1:], dtype=bool)
-    if nodata is not None and not np.isnan(nodata):
-        invalid |= (data == nodata).any(axis=0)
-    if np.issubdtype(data.dtype, np.floating):
-        invalid |= np.isnan(data).any(axis=0)
-    return data, ~invalid, crs, transform
+    return read_raster_valid(path)
 
 
 class ChipDataset(Dataset[Sample]):

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import rasterio
 
+from geounet._nodata import nodata_rule_from_json
 from geounet._qml import category_names_aux_xml, paletted_raster_qml, write_text_atomic
 from geounet.classes import SCHEME_TAG, ClassScheme
 from geounet.errors import ConfigError, OutputError
@@ -70,6 +71,8 @@ class PredictOptions:
             the bottleneck.
         compile: ``torch.compile`` the model first (GPU; pays off on large scenes). The last,
             partial batch is padded to ``batch_size`` so the compiled model sees one shape.
+        nodata: Override of the scene files' nodata (one value, or one per band); ``None``:
+            the model file's rule (the override its training scene was tiled with, if any).
     """
 
     chip_size: int | None = None
@@ -81,6 +84,7 @@ class PredictOptions:
     device: str = "auto"
     readers: int | None = None
     compile: bool = False
+    nodata: float | tuple[float | None, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -102,6 +106,7 @@ class ModelSpec:
     std: np.ndarray
     scheme: ClassScheme
     chip_size: int = 256
+    nodata: float | tuple[float | None, ...] | None = None
 
     @classmethod
     def from_metadata(cls, metadata: Any) -> ModelSpec:
@@ -116,6 +121,7 @@ class ModelSpec:
                 std=np.where(np.asarray(norm["std"]) == 0, 1.0, norm["std"]).astype(np.float32),
                 scheme=ClassScheme.from_dict(data["classes"]),
                 chip_size=int(data.get("chip_size") or 256),
+                nodata=nodata_rule_from_json(data.get("nodata")),
             )
         except KeyError as exc:
             raise ConfigError(
@@ -290,7 +296,9 @@ def predict_scene(
             f"{exc}; valid options: {list(PredictOptions.__dataclass_fields__)}."
         ) from exc
     net, spec = _load(model, metadata)
-    info = scene if isinstance(scene, SceneInfo) else open_scene(scene)
+    # The training scene's nodata rule, unless this scene is given its own.
+    nodata = options.nodata if options.nodata is not None else spec.nodata
+    info = scene if isinstance(scene, SceneInfo) else open_scene(scene, nodata=nodata)
     check_scene_bands(spec.bands, info.bands, info.name)
     chip = options.chip_size or spec.chip_size
     overlap = options.overlap if options.overlap is not None else chip // 4
@@ -401,6 +409,9 @@ class _StripWriter:
             p8 = to_uint8_probabilities(np.nan_to_num(probs, nan=0.0))
             p8[:, ~valid] = 0
             self.probs.write(p8, window=strip.window)
+            # 0 is a probability, so nodata is said by the file's internal mask (what GDAL and
+            # QGIS read as nodata), which the COG copy keeps.
+            self.probs.write_mask(valid, window=strip.window)
 
     def close(self) -> None:
         self.queue.put(None)

@@ -10,7 +10,11 @@ document that says everything a later stage needs to use the weights correctly::
      "classes": {"classes": [{"id": 0, "name": "other", "color": "#9e9e9e"}, ...],
                  "ignore_index": 255},
      "chip_size": 128, "res": [10.0, 10.0], "crs_hint": "EPSG:32633",
-     "training": {...}, "geounet_version": "0.1.0"}
+     "nodata": null, "training": {...}, "geounet_version": "0.1.0"}
+
+``nodata`` is the override the training scene was tiled with (``0``, a per-band list, or
+``null`` for the files' own nodata and masks); ``predict`` applies it unless given another.
+Files without the key (written before it existed) read as ``null``.
 
 Loading parses the header with :mod:`json` and the tensors with :mod:`safetensors`; nothing is
 ever unpickled, so a model file from a stranger cannot run code. Files written by ``torch.save``
@@ -37,6 +41,7 @@ import torch
 from torch import nn
 
 from geounet import __version__
+from geounet._nodata import nodata_rule_from_json
 from geounet.classes import ClassScheme
 from geounet.data import Normalization
 from geounet.errors import BandMismatchError, InputFileError, ModelFileError, OutputError
@@ -93,6 +98,8 @@ class ModelMetadata:
         chip_size: Chip side (pixels) the model was trained on.
         res: Pixel size ``(x, y)`` of the training scene in its CRS units.
         crs_hint: CRS of the training scene (informational: any CRS with this pixel size works).
+        nodata: The nodata override the training scene was tiled with (one value, or one per
+            band; ``None``: the files' own nodata and masks). ``predict`` applies it too.
         training: Free-form summary: config, epochs, metrics, timing.
         geounet_version: Version of geounet that wrote the file.
         format_version: Layout version of this metadata.
@@ -105,6 +112,7 @@ class ModelMetadata:
     chip_size: int
     res: tuple[float, float]
     crs_hint: str | None = None
+    nodata: float | tuple[float | None, ...] | None = None
     training: Mapping[str, Any] = field(default_factory=dict)
     geounet_version: str = __version__
     format_version: int = FORMAT_VERSION
@@ -147,6 +155,7 @@ class ModelMetadata:
             "chip_size": self.chip_size,
             "res": list(self.res),
             "crs_hint": self.crs_hint,
+            "nodata": list(self.nodata) if isinstance(self.nodata, tuple) else self.nodata,
             "training": dict(self.training),
             "geounet_version": self.geounet_version,
         }
@@ -180,6 +189,7 @@ class ModelMetadata:
                 chip_size=int(data["chip_size"]),
                 res=(float(data["res"][0]), float(data["res"][1])),
                 crs_hint=data.get("crs_hint"),
+                nodata=nodata_rule_from_json(data.get("nodata")),
                 training=dict(data.get("training") or {}),
                 geounet_version=str(data.get("geounet_version", "unknown")),
                 format_version=version,

@@ -14,7 +14,6 @@ import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from html import escape
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,10 +21,19 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.enums import Resampling
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
+from geounet._nodata import (
+    NodataOverride,
+    has_mask_band,
+    nodata_value,
+    resolve_nodata,
+    stack_dtype,
+    valid_values,
+)
+from geounet._vrt import StackBand, stack_vrt_xml
 from geounet.errors import CRSError, GridMismatchError, InputFileError
 
 log = logging.getLogger(__name__)
@@ -39,7 +47,11 @@ ResamplingName = Literal["nearest", "bilinear", "cubic", "average"]
 GDAL_ENV: dict[str, Any] = {
     "GDAL_CACHEMAX": 256 * 1024**2,
     "GDAL_NUM_THREADS": "ALL_CPUS",
-    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    # No directory listing on open, but sidecars are still probed by name: EMPTY_DIR hid a
+    # band file's .msk mask (and .aux.xml nodata) from every read inside this environment.
+    "GDAL_DISABLE_READDIR_ON_OPEN": "TRUE",
+    # Masks of chips and probabilities go inside the GeoTIFF, not into a .msk file beside it.
+    "GDAL_TIFF_INTERNAL_MASK": "YES",
 }
 
 _BAND_NAME = re.compile(r"(B\d{1,2}A?|SCL|AOT|WVP|TCI)$", re.IGNORECASE)
@@ -97,6 +109,24 @@ def _check_georeferenced(ds: rasterio.io.DatasetReader, name: str) -> None:
         raise CRSError(f"{name} has no geotransform (pixel grid only); georeference it first.")
 
 
+def read_raster_valid(path: str | Path) -> tuple[np.ndarray, np.ndarray, CRS, Affine]:
+    """Read a whole (small) raster such as a chip: ``(data, valid, crs, transform)``.
+
+    ``valid`` is ``(H, W)`` bool, False where any band is nodata, NaN or masked by its GDAL
+    mask band (the internal mask tiling writes into chips of masked scenes).
+    """
+    with _open(path) as src:
+        data = src.read()
+        valid = valid_values(data, src.nodatavals)
+        flags = src.mask_flag_enums
+        for i in range(1, src.count + 1):
+            if has_mask_band(flags[i - 1]):
+                valid &= src.read_masks(i) > 0
+                if MaskFlags.per_dataset in flags[i - 1]:
+                    break  # one mask for every band
+        return data, valid, src.crs, src.transform
+
+
 @dataclass(frozen=True)
 class SceneInfo:
     """What every stage needs to know about a scene, without holding it open.
@@ -109,8 +139,14 @@ class SceneInfo:
         crs: The scene CRS.
         transform: The scene's affine transform (pixel -> CRS).
         shape: ``(height, width)`` in pixels.
-        dtype: Numpy dtype name of the bands.
-        nodata: The nodata value, or ``None`` (NaN is always treated as nodata for floats).
+        dtype: Numpy dtype name of the bands (for stacked files of several dtypes, the
+            smallest one that holds every band's values exactly).
+        nodatavals: Per band, the value that means nodata (the file's, or the override given
+            to :func:`open_scene`), or ``None``. NaN is always nodata in float bands.
+        masks: Per band, whether its GDAL mask band is read too (a ``.msk`` file, an internal
+            COG mask, an alpha band, or a stacked band's footprint).
+        indexes: 1-based band numbers of the data bands in :meth:`dataset` (an alpha band is
+            a mask, not a band).
     """
 
     source: str
@@ -121,13 +157,27 @@ class SceneInfo:
     transform: Affine
     shape: tuple[int, int]
     dtype: str
-    nodata: float | None
+    nodatavals: tuple[float | None, ...]
+    masks: tuple[bool, ...]
+    indexes: tuple[int, ...]
     _local: threading.local = field(default_factory=threading.local, repr=False, compare=False)
 
     @property
     def count(self) -> int:
         """Number of bands."""
         return len(self.bands)
+
+    @property
+    def nodata(self) -> float | None:
+        """The nodata value shared by every band, or ``None`` (none, or they differ)."""
+        values = set(self.nodatavals)
+        return values.pop() if len(values) == 1 else None
+
+    @property
+    def masked(self) -> bool:
+        """Whether validity needs more than one nodata value (per-band values or masks)."""
+        has_nodata = any(v is not None for v in self.nodatavals)
+        return any(self.masks) or (self.nodata is None and has_nodata)
 
     @property
     def res(self) -> tuple[float, float]:
@@ -153,7 +203,8 @@ class SceneInfo:
     def read(self, window: Window, *, boundless: bool = False) -> np.ndarray:
         """Read all bands in ``window``: an array ``(bands, height, width)`` of the scene dtype.
 
-        With ``boundless=True`` pixels outside the scene are filled with nodata (0 when unset).
+        With ``boundless=True`` pixels outside the scene are filled with each band's nodata (0
+        when unset).
         """
         height, width = int(window.height), int(window.width)
         row0, col0 = int(window.row_off), int(window.col_off)
@@ -161,10 +212,14 @@ class SceneInfo:
         # read, which builds a warped VRT per call.
         r0, c0 = max(row0, 0), max(col0, 0)
         r1, c1 = min(row0 + height, self.shape[0]), min(col0 + width, self.shape[1])
-        fill = self.nodata if self.nodata is not None else 0
         if not boundless and (r0, c0, r1, c1) != (row0, col0, row0 + height, col0 + width):
             raise ValueError(f"window {window} extends past the scene {self.shape}; use boundless.")
-        out = np.full((self.count, height, width), fill, dtype=self.dtype)
+        if self.nodata is not None or all(v is None for v in self.nodatavals):
+            out = np.full((self.count, height, width), self.nodata or 0, dtype=self.dtype)
+        else:
+            fill = [0 if v is None else v for v in self.nodatavals]
+            out = np.empty((self.count, height, width), dtype=self.dtype)
+            out[...] = np.asarray(fill, dtype=self.dtype)[:, None, None]
         if r1 <= r0 or c1 <= c0:
             return out
         inner = Window(c0, r0, c1 - c0, r1 - r0)
@@ -175,6 +230,8 @@ class SceneInfo:
             # different resolutions took 5 s per 256 px chip instead of 0.2 s (GDAL 3.10).
             for b in range(self.count):
                 dest[b] = ds.read(b + 1, window=inner)
+        elif len(self.indexes) != ds.count:  # an alpha band left out
+            dest[...] = ds.read(list(self.indexes), window=inner)
         else:
             if dest.shape == out.shape:
                 ds.read(window=inner, out=out)  # straight into the result: no temporary + copy
@@ -182,28 +239,49 @@ class SceneInfo:
                 dest[...] = ds.read(window=inner)
         return out
 
-    def valid_mask(self, data: np.ndarray) -> np.ndarray:
-        """``(height, width)`` bool: True where every band holds data (not nodata, not NaN)."""
-        invalid = np.zeros(data.shape[1:], dtype=bool)
-        if self.nodata is not None and not np.isnan(self.nodata):
-            invalid |= (data == self.nodata).any(axis=0)
-        if np.issubdtype(data.dtype, np.floating):
-            invalid |= np.isnan(data).any(axis=0)
-        return ~invalid
+    def valid_mask(self, data: np.ndarray, *, indexes: Sequence[int] | None = None) -> np.ndarray:
+        """``(height, width)`` bool: True where every band's value is data (not nodata, not NaN).
+
+        This judges values only; :meth:`read_valid` also applies the GDAL mask bands.
+
+        Args:
+            data: ``(bands, height, width)`` values of the scene's bands ``indexes``.
+            indexes: 1-based scene band numbers of ``data``'s bands (default: all, in order).
+        """
+        picked = range(self.count) if indexes is None else [i - 1 for i in indexes]
+        return valid_values(data, [self.nodatavals[i] for i in picked])
 
     def read_valid(
         self, window: Window, *, boundless: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
         """Read ``window`` and its valid mask; pixels past the scene edge are never valid.
 
+        A pixel is valid only where every band is valid: its value is not the band's nodata
+        nor NaN, and the band's GDAL mask (if :attr:`masks` says so) is non-zero.
         The edge rule matters when the scene declares no nodata: its padding (0) would
         otherwise pass for data.
         """
         data = self.read(window, boundless=boundless)
         valid = self.valid_mask(data)
         h, w = self.shape
-        valid[max(h - int(window.row_off), 0) :, :] = False
-        valid[:, max(w - int(window.col_off), 0) :] = False
+        row0, col0 = int(window.row_off), int(window.col_off)
+        if any(self.masks):
+            r0, c0 = max(row0, 0), max(col0, 0)
+            r1, c1 = min(row0 + data.shape[1], h), min(col0 + data.shape[2], w)
+            if r1 > r0 and c1 > c0:
+                inner = Window(c0, r0, c1 - c0, r1 - r0)
+                dest = valid[r0 - row0 : r1 - row0, c0 - col0 : c1 - col0]
+                ds = self.dataset()
+                flags = ds.mask_flag_enums
+                for index, masked in zip(self.indexes, self.masks, strict=True):
+                    if masked:
+                        dest &= ds.read_masks(index, window=inner) > 0
+                        if MaskFlags.per_dataset in flags[index - 1]:
+                            break  # one mask (internal, .msk, alpha) for every band
+        valid[max(h - row0, 0) :, :] = False
+        valid[:, max(w - col0, 0) :] = False
+        valid[: max(-row0, 0), :] = False
+        valid[:, : max(-col0, 0)] = False
         return data, valid
 
     def to_dict(self) -> dict[str, Any]:
@@ -218,6 +296,8 @@ class SceneInfo:
             "shape": list(self.shape),
             "dtype": self.dtype,
             "nodata": self.nodata,
+            "nodatavals": list(self.nodatavals),
+            "masks": list(self.masks),
         }
 
 
@@ -226,33 +306,46 @@ def open_scene(
     *,
     bands: Sequence[str] | None = None,
     resampling: ResamplingName = "nearest",
+    nodata: NodataOverride = None,
 ) -> SceneInfo:
     """Open a scene from one multi-band raster or several single-band files.
 
     Several files are stacked in the given order onto the grid of the finest-resolution file
     (a GDAL VRT; coarser bands are resampled with ``resampling``, nearest by default so values
-    stay the sensor's). All files must share one CRS and overlap the finest file's extent.
+    stay the sensor's; masks are always resampled with nearest). All files must share one CRS
+    and overlap the finest file's extent. Files of different dtypes are stacked in the
+    smallest dtype that holds all their values exactly (uint16 + int16 -> int32, int16 +
+    float32 -> float32, int32 + float32 -> float64), and each band keeps its own nodata.
+
+    The nodata rule: a pixel is valid only where every band is valid. A band is invalid where
+    its value equals its nodata (the file's, or ``nodata`` if given, as ``gdalwarp
+    -srcnodata`` replaces it), where it is NaN, where its GDAL mask band (``.msk``, internal
+    COG mask, alpha band) is 0, and, for stacked files, outside the file's footprint.
 
     Args:
         paths: One raster path, or several single-band raster paths.
         bands: Band names to use instead of the ones found (descriptions or file names).
         resampling: How coarser bands are brought to the finest grid.
+        nodata: Override of the files' nodata: one value for every band, or one per band
+            (``None`` keeps that band's own), e.g. ``0`` for Sentinel-2 files that do not
+            declare theirs.
 
     Returns:
-        The scene description; read it with :meth:`SceneInfo.read`.
+        The scene description; read it with :meth:`SceneInfo.read_valid`.
 
     Raises:
         InputFileError: A file is missing or unreadable, or a stacked file has several bands.
         CRSError: A file has no CRS or a rotated transform.
         GridMismatchError: Stacked files differ in CRS or do not overlap.
+        BandMismatchError: ``nodata`` is a list whose length is not the number of bands.
     """
     path_list = [str(paths)] if isinstance(paths, str | Path) else [str(p) for p in paths]
     if not path_list:
         raise InputFileError("no scene file given; pass a raster path or several band files.")
     if len(path_list) == 1:
-        info = _open_single(path_list[0])
+        info = _open_single(path_list[0], nodata)
     else:
-        info = _open_stack(path_list, resampling)
+        info = _open_stack(path_list, resampling, nodata)
     if bands is not None:
         if len(bands) != info.count:
             raise InputFileError(
@@ -267,14 +360,26 @@ def _fields(info: SceneInfo) -> dict[str, Any]:
     return {k: getattr(info, k) for k in info.__dataclass_fields__ if not k.startswith("_")}
 
 
-def _open_single(path: str) -> SceneInfo:
+def _data_indexes(ds: rasterio.io.DatasetReader) -> tuple[int, ...]:
+    """1-based numbers of the bands that are not alpha (an alpha band is a mask, as in GDAL)."""
+    data = tuple(i for i, ci in enumerate(ds.colorinterp, start=1) if ci != ColorInterp.alpha)
+    return data or tuple(range(1, ds.count + 1))
+
+
+def _open_single(path: str, override: NodataOverride) -> SceneInfo:
     with _open(path) as ds:
         _check_georeferenced(ds, path)
-        if len(set(ds.dtypes)) > 1:
-            raise InputFileError(f"{path} mixes band data types {set(ds.dtypes)}; expected one.")
-        names = tuple(d if d else f"band_{i + 1}" for i, d in enumerate(ds.descriptions))
-        if len(names) == 1 and not ds.descriptions[0]:
+        indexes = _data_indexes(ds)
+        dtypes = {ds.dtypes[i - 1] for i in indexes}
+        if len(dtypes) > 1:
+            raise InputFileError(f"{path} mixes band data types {dtypes}; expected one.")
+        dtype = dtypes.pop()
+        descriptions = [ds.descriptions[i - 1] for i in indexes]
+        names = tuple(d if d else f"band_{i}" for i, d in zip(indexes, descriptions, strict=True))
+        if len(names) == 1 and not descriptions[0]:
             names = (band_name_from_path(path),)
+        files = [nodata_value(ds.nodatavals[i - 1], dtype) for i in indexes]
+        nodatavals = [nodata_value(v, dtype) for v in resolve_nodata(files, override, path)]
         return SceneInfo(
             source=path,
             name=scene_name_from_paths([path]),
@@ -283,34 +388,30 @@ def _open_single(path: str) -> SceneInfo:
             crs=ds.crs,
             transform=ds.transform,
             shape=(ds.height, ds.width),
-            dtype=ds.dtypes[0],
-            nodata=ds.nodata,
+            dtype=dtype,
+            nodatavals=tuple(nodatavals),
+            masks=tuple(has_mask_band(ds.mask_flag_enums[i - 1]) for i in indexes),
+            indexes=indexes,
         )
 
 
-_VRT_TYPES = {
-    "uint8": "Byte",
-    "int8": "Int8",
-    "uint16": "UInt16",
-    "int16": "Int16",
-    "uint32": "UInt32",
-    "int32": "Int32",
-    "float32": "Float32",
-    "float64": "Float64",
-}
-
-
-def _open_stack(paths: list[str], resampling: ResamplingName) -> SceneInfo:
+def _open_stack(
+    paths: list[str], resampling: ResamplingName, override: NodataOverride
+) -> SceneInfo:
     metas = []
     for p in paths:
         with _open(p) as ds:
             _check_georeferenced(ds, p)
-            if ds.count != 1:
+            indexes = _data_indexes(ds)
+            if len(indexes) != 1:
                 raise InputFileError(
                     f"{p} has {ds.count} bands; stacking expects single-band files. Pass a "
                     "multi-band raster on its own instead."
                 )
-            metas.append((p, ds.crs, ds.transform, ds.width, ds.height, ds.dtypes[0], ds.nodata))
+            i = indexes[0]
+            nd = nodata_value(ds.nodatavals[i - 1], ds.dtypes[i - 1])
+            mask = has_mask_band(ds.mask_flag_enums[i - 1])
+            metas.append((p, ds.crs, ds.transform, ds.width, ds.height, ds.dtypes[i - 1], nd, mask))
     crs0 = metas[0][1]
     for p, crs, *_ in metas[1:]:
         if crs != crs0:
@@ -318,50 +419,48 @@ def _open_stack(paths: list[str], resampling: ResamplingName) -> SceneInfo:
                 f"{p} is in {crs.to_string()} but {metas[0][0]} is in {crs0.to_string()}; "
                 "stacked band files must share one CRS (warp them with gdalwarp first)."
             )
-    dtypes = {m[5] for m in metas}
-    dtype = str(np.result_type(*dtypes))
+    dtype = stack_dtype([m[5] for m in metas], paths)
     # The finest band defines the grid; first one wins among equals so the order is stable.
     finest = min(metas, key=lambda m: abs(m[2].a * m[2].e))
-    _, _, grid_t, grid_w, grid_h, _, _ = finest
-    nodatas = {m[6] for m in metas}
-    nodata = nodatas.pop() if len(nodatas) == 1 else None
-    band_xml = []
-    for i, (p, _, t, w, h, _dt, nd) in enumerate(metas, start=1):
+    _, _, grid_t, grid_w, grid_h, _, _, _ = finest
+    nodatavals = resolve_nodata([m[6] for m in metas], override, ", ".join(paths))
+    bands = []
+    smooth, res = resampling != "nearest", (grid_t.a, grid_t.e)
+    for (p, _, t, w, h, src_dtype, _, mask), nd in zip(metas, nodatavals, strict=True):
         # Where this file's pixel grid lands on the target grid, in (fractional) target pixels.
         col0, row0 = ~grid_t @ (t.c, t.f)
         col1, row1 = ~grid_t @ (t.c + t.a * w, t.f + t.e * h)
         if col1 <= 0 or row1 <= 0 or col0 >= grid_w or row0 >= grid_h:
             raise GridMismatchError(f"{p} does not overlap {finest[0]}; they are not one scene.")
-        nd_xml = f"<NoDataValue>{nodata}</NoDataValue>" if nodata is not None else ""
-        band_xml.append(
-            f'<VRTRasterBand dataType="{_VRT_TYPES[dtype]}" band="{i}">'
-            f"<Description>{escape(band_name_from_path(p))}</Description>{nd_xml}"
-            f'<ComplexSource resampling="{resampling}">'
-            f'<SourceFilename relativeToVRT="0">{escape(str(Path(p).resolve()))}</SourceFilename>'
-            f"<SourceBand>1</SourceBand>"
-            f'<SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>'
-            f'<DstRect xOff="{col0!r}" yOff="{row0!r}" xSize="{col1 - col0!r}" '
-            f'ySize="{row1 - row0!r}"/>'
-            + (f"<NODATA>{nd}</NODATA>" if nd is not None else "")
-            + "</ComplexSource></VRTRasterBand>"
-        )
-    gt = ",".join(repr(v) for v in (grid_t.c, grid_t.a, grid_t.b, grid_t.f, grid_t.d, grid_t.e))
-    xml = (
-        f'<VRTDataset rasterXSize="{grid_w}" rasterYSize="{grid_h}">'
-        f"<SRS>{escape(crs0.to_wkt())}</SRS><GeoTransform>{gt}</GeoTransform>"
-        + "".join(band_xml)
-        + "</VRTDataset>"
-    )
+        partial = col0 > 0 or row0 > 0 or col1 < grid_w or row1 < grid_h
+        bands.append(
+            StackBand(
+                path=p, name=band_name_from_path(p), size=(w, h),
+                dst=(col0, row0, col1 - col0, row1 - row0),
+                nodata=nodata_value(nd, src_dtype),
+                # Without a nodata value GDAL fills the uncovered part with 0, which may be data:
+                # the footprint then comes from the file's (all-valid) mask band, read cheaply.
+                # A bilinear/cubic kernel fills nodata next to data, so a resampled band's
+                # validity also comes from its mask, resampled with nearest like its pixels.
+                mask=mask or (partial and nd is None) or (smooth and (t.a, t.e) != res),
+            )
+        )  # fmt: skip
+    xml = stack_vrt_xml(
+        bands, crs=crs0, transform=grid_t, shape=(grid_h, grid_w), dtype=dtype,
+        resampling=resampling,
+    )  # fmt: skip
     return SceneInfo(
         source=xml,
         name=scene_name_from_paths(paths),
         paths=tuple(paths),
-        bands=tuple(band_name_from_path(p) for p in paths),
+        bands=tuple(b.name for b in bands),
         crs=crs0,
         transform=grid_t,
         shape=(grid_h, grid_w),
         dtype=dtype,
-        nodata=nodata,
+        nodatavals=tuple(nodata_value(b.nodata, dtype) for b in bands),
+        masks=tuple(b.mask for b in bands),
+        indexes=tuple(range(1, len(bands) + 1)),
     )
 
 
@@ -423,8 +522,14 @@ def write_chip(
     """Write a chip ``(bands, height, width)`` as a tiled, losslessly compressed GeoTIFF.
 
     The horizontal-differencing predictor is used for integer data (it roughly halves uint16
-    reflectance chips under ZSTD/DEFLATE); the codec is lossless either way.
+    reflectance chips under ZSTD/DEFLATE); the codec is lossless either way. A masked array
+    (``np.ma``) also writes its validity as the chip's internal GDAL mask (a pixel is valid
+    only where no band is masked): for scenes whose nodata one value cannot say.
     """
+    valid = None
+    if isinstance(data, np.ma.MaskedArray):
+        valid = ~np.ma.getmaskarray(data).any(axis=0)
+        data = data.data
     count, height, width = data.shape
     profile: dict[str, Any] = {
         "driver": "GTiff",
@@ -458,6 +563,8 @@ def write_chip(
             for i, name in enumerate(band_names, start=1):
                 dst.set_band_description(i, name)
         dst.write(data)
+        if valid is not None:
+            dst.write_mask(valid)
 
 
 def open_block_writer(

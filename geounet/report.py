@@ -268,7 +268,7 @@ def _read_true_colour(info: SceneInfo, shape: tuple[int, int]) -> tuple[np.ndarr
         data = np.stack(
             [ds.read(i + 1, out_shape=shape, resampling=Resampling.average) for i in indexes]
         )
-    valid = info.valid_mask(data)
+    valid = info.valid_mask(data, indexes=[i + 1 for i in indexes])
     rgb = np.zeros((*shape, 3), dtype=np.uint8)
     if valid.any():
         values = data[:, valid].astype(np.float64)

@@ -69,6 +69,8 @@ class TilingOptions:
         seed: Seed of the block -> split draw.
         compress: Lossless codec of the chip GeoTIFFs.
         workers: Threads reading and writing chips (``None``: one per CPU).
+        nodata: Override of the scene files' nodata: one value for every band or one per
+            band (``None`` keeps a band's own); see :func:`geounet.raster.open_scene`.
     """
 
     chip_size: int = 256
@@ -80,6 +82,7 @@ class TilingOptions:
     seed: int = 0
     compress: ChipCodec = "zstd"
     workers: int | None = None
+    nodata: float | tuple[float | None, ...] | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.max_nodata_fraction <= 1.0:
@@ -221,6 +224,10 @@ class _ChipWriter:
             return None
         chip_id = f"{self.scene.name}_{chip.chip_id}"
         image_rel = f"images/{chip_id}.tif"
+        if self.scene.masked:
+            # One nodata value cannot say where such a scene is valid: the chip carries the
+            # validity as its internal GDAL mask (values stay as read).
+            data = np.ma.MaskedArray(data, mask=np.broadcast_to(~valid, data.shape))
         write_chip(
             self.tmp_dir / image_rel,
             data,
@@ -294,7 +301,7 @@ def tile_scene(
     options = options or TilingOptions()
     class_map = class_map or ClassMap(ClassScheme.default())
     out = Path(out_dir)
-    scene = open_scene(scene_paths)
+    scene = open_scene(scene_paths, nodata=options.nodata)
     grid = ChipGrid.from_scene(scene, options.chip_size, options.effective_stride, options.edge)
     label_source = (
         load_labels(labels, scene, class_map, column=class_column) if labels is not None else None

@@ -468,6 +468,7 @@ def _finish(
         chip_size=info.chip_size,
         res=info.res,
         crs_hint=info.crs,
+        nodata=info.nodata,
         training=summary,
     )
     model_path = modelfile.save_model_file(run.out / MODEL_FILE, model, metadata)

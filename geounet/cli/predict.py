@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from geounet.cli._errors import guarded
+from geounet.cli._nodata import nodata_option
 from geounet.cli._scenes import ScenesFlags, check_scene_mode, report_scenes, scenes_options
 
 
@@ -66,6 +67,7 @@ from geounet.cli._scenes import ScenesFlags, check_scene_mode, report_scenes, sc
     is_flag=True,
     help="torch.compile the model first (GPU, large scenes).",
 )
+@nodata_option("  [default: the model file's rule, the one its chips were tiled with]")
 @guarded
 def predict(
     model_file: Path,

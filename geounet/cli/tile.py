@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from geounet.cli._errors import guarded
+from geounet.cli._nodata import nodata_option
 from geounet.cli._scenes import ScenesFlags, check_scene_mode, report_scenes, scenes_options
 
 
@@ -101,6 +102,7 @@ def _fractions(ctx: click.Context, param: click.Parameter, value: str | None) ->
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Job YAML; its 'tile' section gives defaults that flags override.",
 )
+@nodata_option("  [default: the files' own nodata and masks]")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
 @scenes_options("--dask-workers")
 @guarded

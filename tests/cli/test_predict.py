@@ -119,3 +119,22 @@ def test_scene_and_scenes_together_are_a_usage_error(tmp_path):
     assert run.exit_code == 2 and "--scenes" in run.output
     run = CliRunner().invoke(cli, [*base, "--scenes", str(tmp_path / "none-*.tif")])
     assert run.exit_code == 1 and "matches no file" in run.output
+
+
+def test_nodata_flag_marks_undeclared_nodata_as_255(tmp_path):
+    model_path, _ = _model_file(tmp_path)
+    scene = _scene(tmp_path)
+    with rasterio.open(scene, "r+") as ds:
+        data = np.maximum(ds.read(), 10)  # no random value is nodata
+        data[:, 10:20, :] = 0
+        data[2, 50:60, 30:40] = 9  # a nodata value of one band only
+        ds.write(data)
+    out = tmp_path / "pred"
+    run = CliRunner().invoke(cli, ["predict", str(model_path), str(scene), "--out", str(out),
+                                   "--device", "cpu", "--nodata", "0,0,9,0"])  # fmt: skip
+    assert run.exit_code == 0, run.output
+    expected = np.zeros((90, 130), dtype=bool)
+    expected[10:20, :] = True
+    expected[50:60, 30:40] = True
+    with rasterio.open(out / "classes.tif") as c:
+        np.testing.assert_array_equal(c.read(1) == 255, expected)

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+import rasterio
 from click.testing import CliRunner
 
 from geounet.cli.main import cli
@@ -26,6 +28,7 @@ def test_help_lists_every_option_with_default():
         "--split",
         "--workers",
         "--config",
+        "--nodata",
     ]:
         assert flag in result.output
     assert "[default: 256]" in result.output
@@ -104,3 +107,30 @@ def test_tile_many_scenes_on_a_local_cluster(tmp_path):
     assert summary["scenes"][0]["outputs"]["index"] == str(out / "east" / "index.gpkg")
     result = CliRunner().invoke(cli, args)  # the chips folders exist now: refused up front
     assert result.exit_code == 1 and "not empty" in result.output and "east" in result.output
+
+
+def test_nodata_flag_and_yaml_override_the_files_nodata(tmp_path):
+    scene = make_synthetic_scene(tmp_path / "s2.tif", shape=(64, 64), count=3, fill="random")
+    with rasterio.open(scene, "r+") as ds:  # Sentinel-2 style: 0 is nodata, undeclared
+        data = np.maximum(ds.read(), 10)  # no random value is nodata
+        data[:, :, :16] = 0
+        ds.write(data)
+    run = CliRunner().invoke(cli, ["tile", str(scene), "--out", str(tmp_path / "a"),
+                                   "--chip-size", "32", "--nodata", "0"])  # fmt: skip
+    assert run.exit_code == 0, run.output
+    tiling = json.loads((tmp_path / "a" / "tiling.json").read_text())
+    assert tiling["options"]["nodata"] == 0 and tiling["scene"]["nodatavals"] == [0, 0, 0]
+    fractions = sorted(read_index(tmp_path / "a").nodata_fraction)
+    assert fractions == [0.0, 0.0, 0.5, 0.5]
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text(
+        f"tile:\n  scene: [{scene}]\n  out: b\n  chip_size: 32\n  nodata: [0, null, 7]\n"
+    )
+    run = CliRunner().invoke(cli, ["tile", "--config", str(cfg)])
+    assert run.exit_code == 0, run.output
+    tiling = json.loads((tmp_path / "b" / "tiling.json").read_text())
+    assert tiling["options"]["nodata"] == [0, None, 7]
+    assert tiling["scene"]["nodatavals"] == [0, None, 7]
+    run = CliRunner().invoke(cli, ["tile", str(scene), "--out", str(tmp_path / "c"),
+                                   "--nodata", "zero"])  # fmt: skip
+    assert run.exit_code == 2 and "--nodata" in run.output and "'zero'" in run.output
