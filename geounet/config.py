@@ -292,6 +292,9 @@ class PredictSection(_Model):
         None, ge=1, description="threads reading chips ahead (default: 2 on CPU, 1 a core on GPU)"
     )
     compile: bool = Field(False, description="torch.compile the model first (GPU, big scenes)")
+    allow_resolution_mismatch: bool = Field(
+        False, description="predict a scene whose pixel size differs >1.5x from the model's"
+    )
 
     def predict_options(self) -> Any:
         """The :class:`geounet.inference.PredictOptions` of this section."""
@@ -325,6 +328,9 @@ class EvaluateSection(_Model):
     )
     iou_threshold: float = Field(0.5, gt=0, le=1, description="smallest IoU of an object match")
     min_area_m2: float = Field(0.0, ge=0, description="objects smaller than this are ignored")
+    unknown_classes: Literal["error", "miss"] = Field(
+        "error", description="a reference class the prediction lacks: refuse, or count as missed"
+    )
 
 
 class ReportSection(_Model):

@@ -35,6 +35,7 @@ import numpy as np
 import rasterio
 
 from geounet._qml import category_names_aux_xml, paletted_raster_qml, write_text_atomic
+from geounet._resolution import check_scene_resolution
 from geounet.classes import SCHEME_TAG, ClassScheme
 from geounet.errors import ConfigError, OutputError
 from geounet.grid import Chip, ChipGrid
@@ -70,6 +71,9 @@ class PredictOptions:
             the bottleneck.
         compile: ``torch.compile`` the model first (GPU; pays off on large scenes). The last,
             partial batch is padded to ``batch_size`` so the compiled model sees one shape.
+        allow_resolution_mismatch: Predict a scene whose pixels differ from the model's
+            training pixels by more than 1.5x (see :mod:`geounet._resolution`); refused by
+            default.
     """
 
     chip_size: int | None = None
@@ -81,6 +85,7 @@ class PredictOptions:
     device: str = "auto"
     readers: int | None = None
     compile: bool = False
+    allow_resolution_mismatch: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -95,13 +100,19 @@ class PredictOptions:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What prediction needs to know about a model: its bands, normalisation and classes."""
+    """What prediction needs to know about a model: bands, normalisation, classes, pixel size.
+
+    ``res`` and ``crs`` (the training pixel size and CRS) are ``None`` when unknown; the
+    resolution check is then skipped.
+    """
 
     bands: tuple[str, ...]
     mean: np.ndarray
     std: np.ndarray
     scheme: ClassScheme
     chip_size: int = 256
+    res: tuple[float, float] | None = None
+    crs: str | None = None
 
     @classmethod
     def from_metadata(cls, metadata: Any) -> ModelSpec:
@@ -116,6 +127,8 @@ class ModelSpec:
                 std=np.where(np.asarray(norm["std"]) == 0, 1.0, norm["std"]).astype(np.float32),
                 scheme=ClassScheme.from_dict(data["classes"]),
                 chip_size=int(data.get("chip_size") or 256),
+                res=tuple(data["res"]) if data.get("res") else None,  # type: ignore[arg-type]
+                crs=data.get("crs_hint"),
             )
         except KeyError as exc:
             raise ConfigError(
@@ -280,6 +293,8 @@ def predict_scene(
     Raises:
         GeounetError: Bad input (bands differ from the model's, no CRS, output not writable),
             raised before any compute.
+        ResolutionMismatchError: The scene's pixels are more than 1.5x larger or smaller on
+            the ground than the model's (unless ``allow_resolution_mismatch``).
     """
     if options is not None and option_fields:
         raise ConfigError("give either options=PredictOptions(...) or option keywords, not both.")
@@ -292,6 +307,7 @@ def predict_scene(
     net, spec = _load(model, metadata)
     info = scene if isinstance(scene, SceneInfo) else open_scene(scene)
     check_scene_bands(spec.bands, info.bands, info.name)
+    check_scene_resolution(spec.res, spec.crs, info, allow=options.allow_resolution_mismatch)
     chip = options.chip_size or spec.chip_size
     overlap = options.overlap if options.overlap is not None else chip // 4
     if overlap >= chip:
