@@ -33,7 +33,8 @@ def check_job(job: JobConfig, source: str = "job") -> None:
     (what the model will be trained on) and a pixel size within 1.5x of it (compared in
     metres); the chip sizes fit the scene and the model (a valid-padding U-Net's input sizes,
     the crop size); the predict overlap is smaller than its chip; the class names the evaluate
-    and vectorize sections name exist; the job folder can be written.
+    and vectorize sections name exist; a GPU asked for is there (and TensorBoard when asked
+    for); the job folder can be written.
 
     Args:
         job: The job (:func:`geounet.config.load_job_config`).
@@ -62,6 +63,7 @@ def check_job(job: JobConfig, source: str = "job") -> None:
     if predicted is not None and scene is not None:
         guard("predict.scene", lambda: _check_predict_scene(job, scene, predicted))
     _check_evaluate(job, class_map, problems)
+    _check_environment(job, problems)
     names = [("vectorize.classes", job.vectorize.classes)]
     names.append(("evaluate.object_classes", job.evaluate.object_classes))
     for key, wanted in names:
@@ -175,6 +177,27 @@ def _check_model_sizes(job: JobConfig, sizes: dict[str, int], problems: list[str
             valid_output_size(size, depth=config.depth)
         except GeounetError as exc:
             problems.append(f"{key}: {exc}")
+
+
+def _check_environment(job: JobConfig, problems: list[str]) -> None:
+    """A GPU asked for is there, and so is TensorBoard when it is asked for."""
+    import importlib.util
+
+    import torch
+
+    gpu = torch.cuda.is_available()
+    if job.predict.device == "cuda" and not gpu:
+        problems.append("predict.device: cuda, but torch sees no GPU; use device: auto or cpu.")
+    if job.train.accelerator in ("gpu", "cuda") and not gpu:
+        problems.append(
+            f"train.accelerator: {job.train.accelerator}, but torch sees no GPU; use "
+            "accelerator: auto or cpu."
+        )
+    if job.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        problems.append(
+            "train.tensorboard: true needs the tensorboard package (pip install tensorboard), "
+            "or set it to false."
+        )
 
 
 def _check_predict_scene(job: JobConfig, tiled: SceneInfo, scene: SceneInfo) -> None:

@@ -100,3 +100,17 @@ def test_cli_run_lists_the_problems_without_a_traceback(tmp_path):
     assert "2 problem(s) found before any stage ran" in result.output
     assert "  - predict.scene:" in result.output and "  - evaluate.reference:" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_gpu_asked_for_must_be_there(tmp_path):
+    import torch
+
+    path = write_job(tmp_path, predict={"device": "cuda"}, train={"accelerator": "gpu"})
+    job = load_job_config(path)
+    if torch.cuda.is_available():
+        check_job(job)  # on a GPU machine both are fine
+        return
+    with pytest.raises(JobCheckError) as err:
+        check_job(job)
+    assert [p.split(":")[0] for p in err.value.problems] == ["predict.device", "train.accelerator"]
+    assert "torch sees no GPU" in str(err.value)
