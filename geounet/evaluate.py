@@ -47,7 +47,7 @@ import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -57,13 +57,18 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from geounet._files import write_text_atomic
+from geounet._reference_classes import (
+    UnknownClasses,
+    fold_unknown,
+    raster_value_names,
+    with_unknown_values,
+)
 from geounet.classes import SCHEME_TAG, ClassMap, ClassScheme
 from geounet.errors import (
     ConfigError,
     InputFileError,
     LabelError,
     OutputError,
-    ReferenceClassError,
 )
 from geounet.grid import Chip
 from geounet.labels import RASTER_SUFFIXES, LabelSource, RasterLabels, VectorLabels, load_labels
@@ -84,9 +89,6 @@ __all__ = [
 
 DEFAULT_OBJECT_CLASSES = ("building", "field")
 """Classes given object metrics by default, those of them that the scheme has."""
-
-UnknownClasses = Literal["error", "miss"]
-"""What :func:`evaluate_prediction` does with reference classes the prediction lacks."""
 
 _BLOCK_SIZE = 1024  # block edge of the confusion pass and of polygonising, in pixels
 _IOU_TOLERANCE = 1e-9  # so an IoU of exactly the threshold on a float grid still matches
@@ -275,12 +277,12 @@ def evaluate_prediction(
     cmap = _reference_class_map(ref_path, scheme, class_map)
     extra: list[str] = []  # reference classes the prediction lacks, ids K, K+1, ...
     if class_map is None and ref_path.suffix.lower() not in RASTER_SUFFIXES:
-        cmap, extra = _with_unknown_values(ref_path, scheme, cmap, class_column)
+        cmap, extra = with_unknown_values(ref_path, scheme, cmap, class_column)
     source = load_labels(ref_path, scene, cmap, column=class_column)
     if class_map is None and isinstance(source, RasterLabels):
         # Every value below the ignore index passes, so values the scheme lacks can be told.
         source = dataclasses.replace(source, num_classes=scheme.ignore_index)
-        extra = _raster_value_names(ref_path, scheme)
+        extra = raster_value_names(ref_path, scheme)
     object_ids = _object_class_ids(scheme, object_classes)
     footprint = _raster_footprint(source, scene) if isinstance(source, RasterLabels) else None
     with tempfile.TemporaryDirectory(prefix="geounet-evaluate-") as tmp:
@@ -291,7 +293,7 @@ def evaluate_prediction(
         if object_ids and isinstance(source, RasterLabels):
             judged = (Path(tmp) / "reference.tif", Path(tmp) / "prediction.tif")
         full = _confusion_pass(scene, scheme, source, footprint, judged, len(extra))
-        cm, names = _fold_unknown(full, scheme, extra, unknown_classes, (pred_path, ref_path))
+        cm, names = fold_unknown(full, scheme, extra, unknown_classes, (pred_path, ref_path))
         if cm.sum() == 0:
             raise LabelError(
                 f"no pixel of {pred_path} has both a prediction and a reference class in "
@@ -511,85 +513,6 @@ def _confusion_pass(
         for writer in writers:
             writer.close()
     return cm.reshape(rows, k)
-
-
-def _raster_value_names(path: Path, scheme: ClassScheme) -> list[str]:
-    """Names of the raster values ``K..ignore-1``: from the reference's own scheme, or ``value N``.
-
-    A reference written by geounet carries its scheme (``GEOUNET_CLASSES``); its classes past
-    the prediction's ids are named by it.
-    """
-    with _open(path) as src:
-        raw = src.tags().get(SCHEME_TAG)
-    theirs = read_class_scheme({SCHEME_TAG: raw}, str(path)).names if raw else []
-    return [
-        f"{theirs[v]!r} (value {v})" if v < len(theirs) else f"value {v}"
-        for v in range(scheme.num_classes, scheme.ignore_index)
-    ]
-
-
-def _with_unknown_values(
-    path: Path, scheme: ClassScheme, cmap: ClassMap, column: str | None
-) -> tuple[ClassMap, list[str]]:
-    """The identity class map extended with the polygons' values that are no class of ``scheme``."""
-    import pyogrio
-
-    column = column or cmap.column
-    try:
-        fields = list(pyogrio.read_info(path)["fields"])
-    except Exception:  # pyogrio raises several error types; load_labels reports them
-        return cmap, []
-    if column is None or column not in fields:
-        return cmap, []  # load_labels names the missing column
-    frame = pyogrio.read_dataframe(path, columns=[column], read_geometry=False)
-    values = sorted({str(v) for v in frame[column].dropna()} - set(cmap.values))
-    room = scheme.ignore_index - scheme.num_classes
-    if len(values) > room:
-        raise LabelError(
-            f"{len(values)} values of {column!r} in {path} are no class of the prediction "
-            f"{scheme.names} (e.g. {values[:5]}); give a class map (--class-map)."
-        )
-    ids = {v: scheme.num_classes + i for i, v in enumerate(values)}
-    return dataclasses.replace(cmap, values={**cmap.values, **ids}), [repr(v) for v in values]
-
-
-def _fold_unknown(
-    full: np.ndarray,
-    scheme: ClassScheme,
-    extra: list[str],
-    mode: UnknownClasses,
-    files: tuple[Path, Path],
-) -> tuple[np.ndarray, list[str]]:
-    """The square confusion matrix and class names, once the unknown reference classes are judged.
-
-    Unknown classes with no evaluated pixel are dropped (absent from the compared ground).
-    """
-    k = scheme.num_classes
-    support = full[k:].sum(axis=1)
-    present = [i for i in range(len(extra)) if support[i] > 0]
-    if not present:
-        return full[:k], list(scheme.names)
-    listed = ", ".join(f"{extra[i]} ({int(support[i])} px)" for i in present)
-    if mode == "error":
-        raise ReferenceClassError(
-            f"the reference {files[1]} labels ground with class(es) {listed} that the "
-            f"prediction {files[0]} does not have (its classes: {scheme.names}). Map them to the "
-            "prediction's classes with a class map (--class-map), or pass --unknown-classes miss "
-            "(unknown_classes: miss) to count their pixels as missed."
-        )
-    log.warning("reference classes the prediction lacks, counted as missed: %s", listed)
-    n = k + len(present)
-    cm = np.zeros((n, n), dtype=np.int64)
-    cm[:k, :k] = full[:k]
-    for j, i in enumerate(present):
-        cm[k + j, :k] = full[k + i]
-    names = [*scheme.names, *(_class_label(extra[i]) for i in present)]
-    return cm, names
-
-
-def _class_label(description: str) -> str:
-    """A metrics key for an unknown class: its name or value without quotes."""
-    return description.split(" (value ")[0].strip("'\"").replace(" ", "_")
 
 
 def _raster_objects(
