@@ -95,6 +95,9 @@ def _acquire(path: Path, folder: Path) -> int:
                 f"{folder} is in use by {_holder_text(holder)}. Wait for that run to "
                 "finish (or stop it), or write to another output folder."
             ) from None
+        except OSError as exc:  # ENOLCK, EOPNOTSUPP: a file system without flock
+            log.warning("cannot lock %s (%s); running without a lock", folder, exc.strerror)
+            return fd
         # A releasing holder unlinks the file before closing it: a lock won on that unlinked
         # file guards nothing, so try again on the file now at the path.
         try:
