@@ -302,6 +302,9 @@ class PredictSection(_Model):
     nodata: float | list[float | None] | None = Field(
         None, description="nodata override of the scene files (default: the model file's rule)"
     )
+    allow_resolution_mismatch: bool = Field(
+        False, description="predict a scene whose pixel size differs >1.5x from the model's"
+    )
 
     def predict_options(self) -> Any:
         """The :class:`geounet.inference.PredictOptions` of this section."""
@@ -336,6 +339,9 @@ class EvaluateSection(_Model):
     )
     iou_threshold: float = Field(0.5, gt=0, le=1, description="smallest IoU of an object match")
     min_area_m2: float = Field(0.0, ge=0, description="objects smaller than this are ignored")
+    unknown_classes: Literal["error", "miss"] = Field(
+        "error", description="a reference class the prediction lacks: refuse, or count as missed"
+    )
 
 
 class ReportSection(_Model):

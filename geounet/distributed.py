@@ -334,7 +334,13 @@ def predict_scenes(
     overlap = options.overlap if options.overlap is not None else chip // 4
     if overlap >= chip:
         raise ConfigError(f"overlap {overlap} must be smaller than the chip size {chip}.")
-    _check_scenes(named, lambda name, info: check_scene_bands(spec.bands, info.bands, name))
+    from geounet._resolution import check_scene_resolution  # noqa: PLC0415
+
+    def check(name: str, info: Any) -> None:
+        check_scene_bands(spec.bands, info.bands, name)
+        check_scene_resolution(spec.res, spec.crs, info, allow=options.allow_resolution_mismatch)
+
+    _check_scenes(named, check)
     out = _prepare_out_dir(Path(out_dir))
 
     gpu = options.device.startswith("cuda") or (options.device == "auto" and _cuda())

@@ -74,3 +74,26 @@ class NotGeoreferencedWarning(GeounetWarning):
 
 class ReprojectionWarning(GeounetWarning):
     """Data was reprojected to the scene CRS on the fly."""
+
+
+class JobCheckError(ConfigError):
+    """A job failed its checks before its first stage ran; ``problems`` lists each one."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        listed = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(
+            f"{source}: {len(problems)} problem(s) found before any stage ran:\n{listed}"
+        )
+        self.problems = list(problems)
+
+
+class FolderLockedError(OutputError):
+    """Another live geounet run holds the output folder's lock."""
+
+
+class ResolutionMismatchError(GeounetError, ValueError):
+    """A scene's pixel size (or its CRS units) differs too much from the model's training data."""
+
+
+class ReferenceClassError(LabelError):
+    """A reference holds a class that the prediction's class scheme lacks."""

@@ -39,6 +39,7 @@ raster).
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import logging
@@ -56,8 +57,19 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from geounet._files import write_text_atomic
+from geounet._reference_classes import (
+    UnknownClasses,
+    fold_unknown,
+    raster_value_names,
+    with_unknown_values,
+)
 from geounet.classes import SCHEME_TAG, ClassMap, ClassScheme
-from geounet.errors import ConfigError, InputFileError, LabelError, OutputError
+from geounet.errors import (
+    ConfigError,
+    InputFileError,
+    LabelError,
+    OutputError,
+)
 from geounet.grid import Chip
 from geounet.labels import RASTER_SUFFIXES, LabelSource, RasterLabels, VectorLabels, load_labels
 from geounet.raster import GDAL_ENV, SceneInfo, _open, open_block_writer, open_scene
@@ -67,6 +79,8 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_OBJECT_CLASSES",
+    "UnknownClasses",
+    "check_output_path",
     "evaluate_prediction",
     "match_objects",
     "metrics_from_confusion",
@@ -208,6 +222,7 @@ def evaluate_prediction(
     object_classes: Sequence[str] | None = None,
     iou_threshold: float = 0.5,
     min_area_m2: float = 0.0,
+    unknown_classes: UnknownClasses = "error",
 ) -> dict[str, Any]:
     """Pixel and object metrics of a class raster against reference labels.
 
@@ -225,6 +240,11 @@ def evaluate_prediction(
             where the scheme has them; empty for none.
         iou_threshold: Smallest IoU of an object match, in (0, 1].
         min_area_m2: Objects (predicted or reference) smaller than this are ignored.
+        unknown_classes: What to do when the reference labels ground with a class the
+            prediction's scheme lacks (a raster value outside its ids, a polygon value that is
+            none of its ids or names; without ``class_map``, which states what is mapped):
+            ``"error"`` refuses, naming the classes and both files; ``"miss"`` scores each
+            such class as one more class that is never predicted (every pixel of it missed).
 
     Returns:
         JSON-ready metrics: ``prediction``, ``reference``, ``reference_kind`` (``"raster"`` or
@@ -239,6 +259,8 @@ def evaluate_prediction(
         CRSError: The prediction or the reference has no CRS.
         LabelError: The reference does not overlap the prediction (no pixel valid in both),
             its class map's scheme differs, or its class column is missing.
+        ReferenceClassError: The reference holds a class the prediction lacks (and
+            ``unknown_classes`` is ``"error"``).
         ConfigError: An unknown object class, or a bad threshold or area.
     """
     if not 0 < iou_threshold <= 1 or min_area_m2 < 0:
@@ -246,12 +268,21 @@ def evaluate_prediction(
             f"iou_threshold must be in (0, 1] and min_area_m2 >= 0, got {iou_threshold} and "
             f"{min_area_m2}."
         )
+    if unknown_classes not in ("error", "miss"):
+        raise ConfigError(f"unknown_classes must be 'error' or 'miss', got {unknown_classes!r}.")
     pred_path, ref_path = Path(prediction), Path(reference)
     scene, scheme = _open_prediction(pred_path)
     if not ref_path.exists():
         raise InputFileError(f"reference {ref_path} does not exist; check the path.")
     cmap = _reference_class_map(ref_path, scheme, class_map)
+    extra: list[str] = []  # reference classes the prediction lacks, ids K, K+1, ...
+    if class_map is None and ref_path.suffix.lower() not in RASTER_SUFFIXES:
+        cmap, extra = with_unknown_values(ref_path, scheme, cmap, class_column)
     source = load_labels(ref_path, scene, cmap, column=class_column)
+    if class_map is None and isinstance(source, RasterLabels):
+        # Every value below the ignore index passes, so values the scheme lacks can be told.
+        source = dataclasses.replace(source, num_classes=scheme.ignore_index)
+        extra = raster_value_names(ref_path, scheme)
     object_ids = _object_class_ids(scheme, object_classes)
     footprint = _raster_footprint(source, scene) if isinstance(source, RasterLabels) else None
     with tempfile.TemporaryDirectory(prefix="geounet-evaluate-") as tmp:
@@ -261,22 +292,33 @@ def evaluate_prediction(
         judged = None
         if object_ids and isinstance(source, RasterLabels):
             judged = (Path(tmp) / "reference.tif", Path(tmp) / "prediction.tif")
-        cm = _confusion_pass(scene, scheme, source, footprint, judged)
+        full = _confusion_pass(scene, scheme, source, footprint, judged, len(extra))
+        cm, names = fold_unknown(full, scheme, extra, unknown_classes, (pred_path, ref_path))
         if cm.sum() == 0:
             raise LabelError(
                 f"no pixel of {pred_path} has both a prediction and a reference class in "
                 f"{ref_path}; check that they cover the same place and that the reference "
                 "values map to classes (--class-map, --class-column)."
             )
-        metrics = metrics_from_confusion(cm, scheme.names)
-        log.info("%s vs %s: %d pixels evaluated, overall accuracy %.4f", pred_path, ref_path,
-                 metrics["pixels_evaluated"], metrics["overall_accuracy"])
+        metrics = metrics_from_confusion(cm, names)
+        log.info(
+            "%s vs %s: %d pixels evaluated, overall accuracy %.4f",
+            pred_path,
+            ref_path,
+            metrics["pixels_evaluated"],
+            metrics["overall_accuracy"],
+        )
         objects = None
         if object_ids:
             ref_raster = judged[0] if judged else None
             refs = _reference_objects(source, scene, scheme, object_ids, ref_raster, min_area_m2)
-            preds = _raster_objects(judged[1] if judged else pred_path, scheme, object_ids,
-                                    Path(tmp) / "predicted.gpkg", min_area_m2)
+            preds = _raster_objects(
+                judged[1] if judged else pred_path,
+                scheme,
+                object_ids,
+                Path(tmp) / "predicted.gpkg",
+                min_area_m2,
+            )
             objects = {
                 "iou_threshold": iou_threshold,
                 "min_area_m2": min_area_m2,
@@ -299,6 +341,30 @@ def evaluate_prediction(
     }
 
 
+def check_output_path(path: str | os.PathLike[str]) -> Path:
+    """Check that a metrics file can be written at ``path``, before anything is computed.
+
+    A real (temporary) file is written: permission bits alone miss read-only mounts and root.
+
+    Raises:
+        OutputError: The folder does not exist, is not a folder or is not writable.
+    """
+    out = Path(path)
+    if not out.parent.is_dir():
+        raise OutputError(
+            f"cannot write {out}: folder {out.parent} does not exist; create it or choose "
+            "another --out."
+        )
+    try:
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"):
+            pass
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write {out}: {exc.strerror} in {out.parent}; choose a writable --out."
+        ) from exc
+    return out
+
+
 def write_metrics(metrics: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write metrics as indented JSON, atomically (a temporary file renamed into place).
 
@@ -312,9 +378,7 @@ def write_metrics(metrics: dict[str, Any], path: str | os.PathLike[str]) -> Path
     Raises:
         OutputError: The folder does not exist or is not writable.
     """
-    out = Path(path)
-    if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
-        raise OutputError(f"{out}: folder {out.parent} does not exist or is not writable.")
+    out = check_output_path(path)
     return write_text_atomic(out, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
 
 
@@ -400,14 +464,17 @@ def _confusion_pass(
     source: LabelSource,
     footprint: shapely.Geometry | None,
     judged: tuple[Path, Path] | None,
+    unknown: int,
 ) -> np.ndarray:
-    """Accumulate the confusion matrix block by block.
+    """Accumulate the confusion matrix block by block: ``(K + unknown, K)`` counts.
 
-    With ``judged`` (two paths), also write the reference resampled onto the prediction grid
-    and the prediction masked to the ground that reference labels (ignore elsewhere).
+    Reference ids ``K..K+unknown-1`` are classes the prediction lacks (rows only). With
+    ``judged`` (two paths), also write the reference resampled onto the prediction grid (its
+    unknown classes as ignore) and the prediction masked to the ground that reference labels.
     """
     k, ignore = scheme.num_classes, scheme.ignore_index
-    cm = np.zeros(k * k, dtype=np.int64)
+    rows = k + unknown
+    cm = np.zeros(rows * k, dtype=np.int64)
     writers = []
     for path in judged or ():
         writer = open_block_writer(path, like=scene, count=1, dtype="uint8", nodata=ignore)
@@ -419,11 +486,17 @@ def _confusion_pass(
                 pred = scene.read(chip.window)[0]
                 ref = source.mask(chip)
                 if footprint is not None and not footprint.contains(shapely.box(*chip.bounds)):
-                    inside = rasterize([(footprint, 1)], out_shape=chip.shape,
-                                       transform=chip.transform, fill=0, dtype="uint8")
+                    inside = rasterize(
+                        [(footprint, 1)],
+                        out_shape=chip.shape,
+                        transform=chip.transform,
+                        fill=0,
+                        dtype="uint8",
+                    )
                     ref = np.where(inside == 1, ref, np.uint8(ignore))
                 if writers:
-                    writers[0].write(ref, 1, window=chip.window)
+                    known = np.where(ref < k, ref, np.uint8(ignore)).astype(np.uint8)
+                    writers[0].write(known, 1, window=chip.window)
                     masked = np.where(ref != ignore, pred, np.uint8(ignore))
                     writers[1].write(masked.astype(np.uint8), 1, window=chip.window)
                 valid = (pred != ignore) & (ref != ignore)
@@ -435,11 +508,11 @@ def _confusion_pass(
                         f"prediction {scene.paths[0]} holds class id {int(p.max())}, but its "
                         f"scheme has {k} classes {scheme.names}; is it a geounet class raster?"
                     )
-                cm += np.bincount(r * k + p, minlength=k * k)
+                cm += np.bincount(r * k + p, minlength=rows * k)[: rows * k]
     finally:
         for writer in writers:
             writer.close()
-    return cm.reshape(k, k)
+    return cm.reshape(rows, k)
 
 
 def _raster_objects(
@@ -448,8 +521,13 @@ def _raster_objects(
     """4-connected regions of a class raster, per class id, as shapely polygons."""
     import pyogrio
 
-    vectorize_raster(path, gpkg, min_area_m2=min_area_m2, classes=[scheme.names[k] for k in ids],
-                     block_size=_BLOCK_SIZE)
+    vectorize_raster(
+        path,
+        gpkg,
+        min_area_m2=min_area_m2,
+        classes=[scheme.names[k] for k in ids],
+        block_size=_BLOCK_SIZE,
+    )
     frame = pyogrio.read_dataframe(gpkg, layer=LAYER_NAME, columns=["class_id"])
     class_id, geoms = frame["class_id"].to_numpy(), frame.geometry.to_numpy()
     return {k: geoms[class_id == k] for k in ids}

@@ -36,6 +36,7 @@ import rasterio
 
 from geounet._nodata import nodata_rule_from_json
 from geounet._qml import category_names_aux_xml, paletted_raster_qml, write_text_atomic
+from geounet._resolution import check_scene_resolution
 from geounet.classes import SCHEME_TAG, ClassScheme
 from geounet.errors import ConfigError, OutputError
 from geounet.grid import Chip, ChipGrid
@@ -73,6 +74,9 @@ class PredictOptions:
             partial batch is padded to ``batch_size`` so the compiled model sees one shape.
         nodata: Override of the scene files' nodata (one value, or one per band); ``None``:
             the model file's rule (the override its training scene was tiled with, if any).
+        allow_resolution_mismatch: Predict a scene whose pixels differ from the model's
+            training pixels by more than 1.5x (see :mod:`geounet._resolution`); refused by
+            default.
     """
 
     chip_size: int | None = None
@@ -85,6 +89,7 @@ class PredictOptions:
     readers: int | None = None
     compile: bool = False
     nodata: float | tuple[float | None, ...] | None = None
+    allow_resolution_mismatch: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -99,7 +104,11 @@ class PredictOptions:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What prediction needs to know about a model: its bands, normalisation and classes."""
+    """What prediction needs to know about a model: bands, normalisation, classes, pixel size.
+
+    ``res`` and ``crs`` (the training pixel size and CRS) are ``None`` when unknown; the
+    resolution check is then skipped.
+    """
 
     bands: tuple[str, ...]
     mean: np.ndarray
@@ -107,6 +116,8 @@ class ModelSpec:
     scheme: ClassScheme
     chip_size: int = 256
     nodata: float | tuple[float | None, ...] | None = None
+    res: tuple[float, float] | None = None
+    crs: str | None = None
 
     @classmethod
     def from_metadata(cls, metadata: Any) -> ModelSpec:
@@ -122,6 +133,8 @@ class ModelSpec:
                 scheme=ClassScheme.from_dict(data["classes"]),
                 chip_size=int(data.get("chip_size") or 256),
                 nodata=nodata_rule_from_json(data.get("nodata")),
+                res=tuple(data["res"]) if data.get("res") else None,  # type: ignore[arg-type]
+                crs=data.get("crs_hint"),
             )
         except KeyError as exc:
             raise ConfigError(
@@ -286,6 +299,8 @@ def predict_scene(
     Raises:
         GeounetError: Bad input (bands differ from the model's, no CRS, output not writable),
             raised before any compute.
+        ResolutionMismatchError: The scene's pixels are more than 1.5x larger or smaller on
+            the ground than the model's (unless ``allow_resolution_mismatch``).
     """
     if options is not None and option_fields:
         raise ConfigError("give either options=PredictOptions(...) or option keywords, not both.")
@@ -300,6 +315,7 @@ def predict_scene(
     nodata = options.nodata if options.nodata is not None else spec.nodata
     info = scene if isinstance(scene, SceneInfo) else open_scene(scene, nodata=nodata)
     check_scene_bands(spec.bands, info.bands, info.name)
+    check_scene_resolution(spec.res, spec.crs, info, allow=options.allow_resolution_mismatch)
     chip = options.chip_size or spec.chip_size
     overlap = options.overlap if options.overlap is not None else chip // 4
     if overlap >= chip:

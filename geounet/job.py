@@ -18,6 +18,14 @@ files and of the run ids of the stages it reads from. A re-run skips a stage who
 new run id, so every stage after it runs too. ``stage.json`` is removed before a stage runs,
 so a stage that fails is never taken for finished, and the stage functions themselves write
 under temporary names, so the outputs of the stages before it stay as they were.
+
+Before the first stage, :func:`geounet._job_checks.check_job` checks the whole job from file
+headers (inputs, bands, pixel sizes, option consistency, the job folder) and lists every
+problem at once. A run holds the job folder's lock (:mod:`geounet._lock`) throughout, so a
+second run into the same folder fails at once, naming the first. The train stage resumes from
+``train/checkpoints/last.ckpt`` when a run with the same fingerprint (recorded in
+``train/attempt.json`` when it started) was interrupted; changed settings or ``force`` start
+afresh.
 """
 
 from __future__ import annotations
@@ -28,7 +36,9 @@ import logging
 import os
 import time
 import uuid
+import zipfile
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,12 +48,22 @@ import yaml
 
 from geounet import __version__
 from geounet._files import write_text_atomic
+from geounet._job_checks import check_job
+from geounet._lock import folder_lock, is_launch_rank_zero
 from geounet.config import STAGES, JobConfig
-from geounet.errors import GeounetError, StageError
+from geounet.errors import (
+    FolderLockedError,
+    GeounetError,
+    JobCheckError,
+    OutputError,
+    StageError,
+)
 
 log = logging.getLogger(__name__)
 
 STAGE_FILE = "stage.json"
+ATTEMPT_FILE = "attempt.json"
+"""Written into a resumable stage's folder when it starts: the fingerprint of that attempt."""
 
 _NOT_FINGERPRINTED = {"progress_bar", "workers", "readers", "num_workers", "out", "chips"}
 """Config fields that change how fast a stage runs, not what it writes, and the job-owned
@@ -100,11 +120,35 @@ def run_job(
         The stages' outcomes and output paths, and the evaluation metrics.
 
     Raises:
+        JobCheckError: The job's inputs or options cannot work (every problem listed), found
+            from file headers before any stage runs.
+        FolderLockedError: Another live run holds the job folder (its pid, host, start time
+            and command are named).
         StageError: A stage failed; the message names it, and the outputs of the stages
             before it are kept (a re-run starts from the failed stage).
     """
-    out = Path(job.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out, source = Path(job.out), f"job {job.name!r}"
+    fresh = not out.exists()
+    try:
+        # The lock comes first, so a second run into a busy folder is refused at once. The
+        # other ranks of a DDP run re-run the job file inside the same run: rank 0 holds it.
+        with folder_lock(out) if is_launch_rank_zero() else nullcontext():
+            check_job(job, source)
+            return _run_stages(job, out, force, on_stage)
+    except FolderLockedError:
+        raise
+    except JobCheckError:
+        if fresh and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a job refused before its first stage leaves no folder behind
+        raise
+    except OutputError:
+        check_job(job, source)  # the folder cannot be locked: list it with every other problem
+        raise
+
+
+def _run_stages(
+    job: JobConfig, out: Path, force: bool, on_stage: Callable[[StageRun], None] | None
+) -> JobResult:
     write_text_atomic(out / "job.yaml", yaml.safe_dump(job.to_yaml_dict(), sort_keys=False))
     runs: dict[str, StageRun] = {}
     run_ids: dict[str, str] = {}
@@ -120,9 +164,12 @@ def run_job(
         else:
             log.info("stage %s: running", name)
             (folder / STAGE_FILE).unlink(missing_ok=True)
+            kwargs = (
+                {"resume": _start_attempt(folder, fingerprint, force)} if stage.resumable else {}
+            )
             start = time.perf_counter()
             try:
-                outputs = stage.run(job, out, runs)
+                outputs = stage.run(job, out, runs, **kwargs)
             except GeounetError as exc:
                 raise StageError(name, f"stage {name!r} failed: {exc}\n{_kept(runs)}") from exc
             except Exception as exc:
@@ -176,17 +223,55 @@ def _fingerprint(
 
 
 def _read_record(folder: Path) -> dict[str, Any] | None:
-    try:
-        record = json.loads((folder / STAGE_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
+    return _read_json(folder / STAGE_FILE)
 
 
 def _is_current(record: Mapping[str, Any], fingerprint: str, out: Path) -> bool:
     if record.get("fingerprint") != fingerprint:
         return False
     return all((out / rel).exists() for rel in record.get("outputs", {}).values())
+
+
+def _start_attempt(folder: Path, fingerprint: str, force: bool) -> bool:
+    """Record this attempt's fingerprint; whether an interrupted attempt of it can resume.
+
+    An attempt resumes when the last one had the same fingerprint (same settings, same
+    upstream runs) and left a Lightning ``checkpoints/last.ckpt`` (written after every epoch).
+    """
+    previous = _read_json(folder / ATTEMPT_FILE)
+    last = folder / "checkpoints" / "last.ckpt"
+    same = previous is not None and previous.get("fingerprint") == fingerprint
+    resume = not force and same and _is_complete_checkpoint(last)
+    if not force and same and last.is_file() and not resume:
+        log.warning("stage %s: %s is incomplete (killed while saving?); starting afresh",
+                    folder.name, last)  # fmt: skip
+    elif resume:
+        log.info("stage %s: settings unchanged since the interrupted run; resuming from %s",
+                 folder.name, last)  # fmt: skip
+    elif last.is_file():
+        why = "--force" if force else "its settings or inputs changed"
+        log.info("stage %s: starting afresh (%s), not from %s", folder.name, why, last)
+    folder.mkdir(parents=True, exist_ok=True)
+    attempt = {"fingerprint": fingerprint, "started": datetime.now(UTC).isoformat()}
+    write_text_atomic(folder / ATTEMPT_FILE, json.dumps(attempt, indent=2) + "\n")
+    return resume
+
+
+def _is_complete_checkpoint(path: Path) -> bool:
+    """A Lightning checkpoint (a zip archive) whose central directory, written last, is there."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return bool(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _paths(out: Path, outputs: Mapping[str, str]) -> dict[str, Path]:
@@ -226,10 +311,12 @@ def _tile(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[str, 
     return {"chips": folder, **{n.split(".")[0]: folder / n for n in names}}
 
 
-def _train(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[str, Path]:
+def _train(
+    job: JobConfig, out: Path, runs: Mapping[str, StageRun], *, resume: bool = False
+) -> dict[str, Path]:
     from geounet.training import fit
 
-    result = fit(**job.train.fit_kwargs(), overwrite=True)
+    result = fit(**job.train.fit_kwargs(), resume=resume, overwrite=not resume)
     if result.model_path is None:
         raise StageError("train", "training wrote no model file (not rank 0 of a DDP run?).")
     outputs = {"model": result.model_path, "metrics": result.out_dir / "metrics.json"}
@@ -276,6 +363,7 @@ def _evaluate(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[s
         "object_classes": cfg.object_classes,
         "iou_threshold": cfg.iou_threshold,
         "min_area_m2": cfg.min_area_m2,
+        "unknown_classes": cfg.unknown_classes,
     }
     if cfg.reference is None:
         reference = write_split_labels(
@@ -290,7 +378,6 @@ def _evaluate(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[s
     metrics["scored"] = f"{cfg.split} split" if cfg.reference is None else str(reference)
     path = write_metrics(metrics, folder / "metrics.json")
     return {"metrics": path, "reference": Path(reference)}
-
 
 
 def _report(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[str, Path]:
@@ -325,13 +412,14 @@ def _report(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[str
 
 @dataclass(frozen=True)
 class _Stage:
-    run: Callable[[JobConfig, Path, Mapping[str, StageRun]], dict[str, Path]]
+    run: Callable[..., dict[str, Path]]
     upstream: tuple[str, ...]
+    resumable: bool = False  # run() takes resume=True to continue an interrupted attempt
 
 
 _STAGE_TABLE: dict[str, _Stage] = {
     "tile": _Stage(_tile, ()),
-    "train": _Stage(_train, ("tile",)),
+    "train": _Stage(_train, ("tile",), resumable=True),
     "predict": _Stage(_predict, ("train",)),
     "vectorize": _Stage(_vectorize, ("predict",)),
     "evaluate": _Stage(_evaluate, ("tile", "predict")),

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
 import time
 import warnings
@@ -39,6 +38,7 @@ import lightning.pytorch as pl
 import torch
 
 from geounet import modelfile
+from geounet._lock import is_launch_rank_zero
 from geounet._task import MONITOR, ChipDataModule, OptimizerOptions, SegmentationTask
 from geounet._validation import (
     ChipEvaluation,
@@ -173,19 +173,6 @@ class TrainResult:
     plots: dict[str, Path]
 
 
-# Set by the launchers in the processes they start: torchrun (RANK, LOCAL_RANK, GROUP_RANK),
-# SLURM's srun (SLURM_PROCID) and Lightning's own DDP launcher (LOCAL_RANK, NODE_RANK).
-_RANK_VARIABLES = ("RANK", "LOCAL_RANK", "GROUP_RANK", "NODE_RANK", "SLURM_PROCID")
-
-
-def _is_launch_rank_zero() -> bool:
-    """Whether this process is global rank 0 of a multi-process run (or the only process).
-
-    Known from the environment before the Trainer exists; only rank 0 may clear the output folder.
-    """
-    return all(int(os.environ.get(name) or 0) == 0 for name in _RANK_VARIABLES)
-
-
 def _prepare_out_dir(out: Path, *, resume: bool, overwrite: bool) -> Path | None:
     """Check the output folder; return the checkpoint to resume from (or None).
 
@@ -199,7 +186,7 @@ def _prepare_out_dir(out: Path, *, resume: bool, overwrite: bool) -> Path | None
                 f"cannot resume: {last} does not exist; run without --resume to start afresh."
             )
         return last
-    if not _is_launch_rank_zero():
+    if not is_launch_rank_zero():
         return None
     ours = [out / n for n in (MODEL_FILE, "metrics.json", "checkpoints", "logs", "plots")]
     existing = [p for p in ours if p.exists()]
@@ -244,6 +231,19 @@ def _merge_log(out: Path, stash: Path, *, keep: bool = False) -> None:
     merged.to_csv(stash if keep else current, index=False)
     if not keep:
         stash.unlink()
+
+
+class _ResumeLog(pl.Callback):
+    """Says where a resumed run picks up (the epoch is known once the checkpoint is restored)."""
+
+    def __init__(self, checkpoint: Path) -> None:
+        self.checkpoint = checkpoint
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        log.info(
+            "resuming training from epoch %d of %d (%d done; %s)",
+            trainer.current_epoch, trainer.max_epochs, trainer.current_epoch, self.checkpoint,
+        )  # fmt: skip
 
 
 def _callbacks_and_loggers(out: Path, options: TrainingOptions) -> tuple[list[Any], list[Any]]:
@@ -363,6 +363,8 @@ def _fit(
         augment=options.augment,
     )
     callbacks, loggers = _callbacks_and_loggers(out, options)
+    if ckpt_path is not None:
+        callbacks.append(_ResumeLog(ckpt_path))
     steps_per_epoch = math.ceil(len(data.train_set) / options.batch_size)
     trainer = pl.Trainer(
         max_epochs=options.epochs,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pytest
 import rasterio
@@ -112,10 +113,16 @@ def test_a_changed_setting_reruns_its_stage_and_the_later_ones(tmp_path):
 
 
 def test_a_failed_stage_is_named_and_earlier_outputs_are_kept(tmp_path):
-    wrong = make_synthetic_scene(tmp_path / "three_bands.tif", shape=(96, 96), count=3)
-    path = write_job(tmp_path, predict={"scene": str(wrong)})
+    path = write_job(tmp_path, predict={"scene": "later.tif"})
+    shutil.copy(tmp_path / "scene.tif", tmp_path / "later.tif")
+
+    def break_predict_scene(run):
+        # The job's checks passed before tile; the scene changes to three bands while it runs.
+        if run.name == "train":
+            make_synthetic_scene(tmp_path / "later.tif", shape=(96, 96), count=3)
+
     with pytest.raises(StageError, match="stage 'predict' failed") as err:
-        run_job(load_job_config(path))
+        run_job(load_job_config(path), on_stage=break_predict_scene)
     assert err.value.stage == "predict"
     assert "Finished stages kept: tile, train" in str(err.value)
     out = tmp_path / "job"

@@ -14,11 +14,9 @@ def run_job_file(
     job_file: Path, *, out: Path | None, overrides: dict[str, Any], force: bool
 ) -> JobResult:
     """Load a job file with overrides and run it, echoing each stage as it ends."""
-    from geounet.cli._logging import tame_lightning
     from geounet.config import load_job_config
     from geounet.job import run_job
 
-    tame_lightning()
     job = load_job_config(job_file, out=out, overrides=overrides)
     click.echo(f"job {job.name} -> {job.out}")
     return run_job(job, force=force, on_stage=_echo_stage)
@@ -29,6 +27,12 @@ def _echo_stage(run: StageRun) -> None:
         click.echo(f"  {run.name:<10} skipped (up to date)")
     else:
         click.echo(f"  {run.name:<10} done in {run.seconds:.1f} s")
+    if run.name == "tile":
+        from geounet.cli._logging import tame_lightning
+
+        # Before train imports Lightning, not at start-up: a run refused by the folder lock
+        # or the job checks answers without paying for that import.
+        tame_lightning()
 
 
 def echo_job_result(result: JobResult) -> None:

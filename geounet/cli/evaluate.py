@@ -50,12 +50,15 @@ def format_table(metrics: dict[str, Any]) -> str:
 @click.command(context_settings={"show_default": True})
 @click.argument("prediction", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
-    "--reference", required=True, type=click.Path(dir_okay=False, path_type=Path),
+    "--reference",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
     help="Reference labels: a class raster (any grid; resampled nearest) or polygons "
     "(GPKG/GeoJSON/SHP).",
 )
 @click.option(
-    "--class-map", type=click.Path(dir_okay=False, path_type=Path),
+    "--class-map",
+    type=click.Path(dir_okay=False, path_type=Path),
     help="YAML mapping reference values to the prediction's classes.  "
     "[default: values are class ids or names]",
 )
@@ -65,21 +68,34 @@ def format_table(metrics: dict[str, Any]) -> str:
     "[default: the class map's 'column']",
 )
 @click.option(
-    "--object-classes", callback=_names,
+    "--object-classes",
+    callback=_names,
     help="Comma-separated classes given object metrics ('none' for none).  "
     "[default: building,field, where the scheme has them]",
 )
 @click.option(
-    "--iou-threshold", type=click.FloatRange(0, 1, min_open=True), default=0.5,
+    "--iou-threshold",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.5,
     help="Smallest IoU of a predicted/reference object match.",
 )
 @click.option(
-    "--min-area-m2", type=click.FloatRange(min=0), default=0.0,
+    "--min-area-m2",
+    type=click.FloatRange(min=0),
+    default=0.0,
     help="Ignore objects smaller than this (square metres).",
 )
 @click.option(
-    "--out", type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the metrics as JSON here.  [default: print only]",
+    "--unknown-classes",
+    type=click.Choice(["error", "miss"]),
+    default="error",
+    help="A reference class the prediction's scheme lacks: refuse (error), or score it as a "
+    "class never predicted (miss).",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the metrics as JSON here (checked writable first).  [default: print only]",
 )
 @guarded
 def evaluate(
@@ -92,8 +108,10 @@ def evaluate(
     (ignore / nodata) in the reference or the prediction are not counted.
     """
     from geounet.classes import ClassMap
-    from geounet.evaluate import evaluate_prediction, write_metrics
+    from geounet.evaluate import check_output_path, evaluate_prediction, write_metrics
 
+    if out is not None:
+        check_output_path(out)  # before minutes of computing, not after
     cmap = ClassMap.from_yaml(class_map) if class_map is not None else None
     metrics = evaluate_prediction(prediction, reference, class_map=cmap, **options)
     click.echo(format_table(metrics))

@@ -68,6 +68,12 @@ from geounet.cli._scenes import ScenesFlags, check_scene_mode, report_scenes, sc
     help="torch.compile the model first (GPU, large scenes).",
 )
 @nodata_option("  [default: the model file's rule, the one its chips were tiled with]")
+@click.option(
+    "--allow-resolution-mismatch",
+    is_flag=True,
+    help="Predict even when the scene's pixel size differs more than 1.5x from the model's "
+    "(compared in metres; degrees converted at the scene centre).",
+)
 @guarded
 def predict(
     model_file: Path,
@@ -90,23 +96,25 @@ def predict(
     one (--scheduler ADDRESS) and writes DIR/<scene-stem>/; DIR/run.json lists each scene's
     status, seconds and outputs. The exit status is 1 when a scene failed.
     """
+    from geounet._lock import folder_lock
     from geounet.inference import PredictOptions, predict_scene
 
     flags = ScenesFlags(scenes, dask_workers, scheduler, retries)
     check_scene_mode(scene, flags, required=True)
     opts = PredictOptions(compile=compile_model, **options)  # type: ignore[arg-type]
-    if scenes:
-        from geounet.distributed import predict_scenes, resolve_scenes
+    with folder_lock(out, beside=True):
+        if scenes:
+            from geounet.distributed import predict_scenes, resolve_scenes
 
-        many = predict_scenes(
-            str(model_file), resolve_scenes(scenes), out, options=opts, cluster=flags.cluster()
+            many = predict_scenes(
+                str(model_file), resolve_scenes(scenes), out, options=opts, cluster=flags.cluster()
+            )
+            report_scenes(many, "predicted")
+            return
+        paths = [str(p) for p in scene]
+        result = predict_scene(
+            str(model_file), paths if len(paths) > 1 else paths[0], out, options=opts
         )
-        report_scenes(many, "predicted")
-        return
-    paths = [str(p) for p in scene]
-    result = predict_scene(
-        str(model_file), paths if len(paths) > 1 else paths[0], out, options=opts
-    )
     click.echo(
         f"wrote {result.classes}" + (f" and {result.probabilities}" if result.probabilities else "")
     )

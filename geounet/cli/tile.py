@@ -129,6 +129,7 @@ def tile(
     folder DIR/<scene-stem>/; --labels serves every scene. DIR/run.json lists each scene's
     status, seconds and outputs. The exit status is 1 when a scene failed.
     """
+    from geounet._lock import folder_lock
     from geounet.config import TileConfig, load_section
     from geounet.tiling import tile_scene
 
@@ -145,15 +146,16 @@ def tile(
         overrides["scene"] = list(many[0])  # the config needs a scene; --scenes replaces it
     cfg = load_section(config_path, "tile", overrides, TileConfig)
     kwargs = cfg.tiling_kwargs()
-    if many is not None:
-        del kwargs["scene_paths"]
-        out_dir = kwargs.pop("out_dir")
-        runs = tile_scenes(
-            many, out_dir, cluster=scene_flags.cluster(), overwrite=overwrite, **kwargs
-        )
-        report_scenes(runs, "tiled")
-        return
-    result = tile_scene(**kwargs, overwrite=overwrite)
+    with folder_lock(cfg.out, beside=True):  # tiling swaps the whole folder in
+        if many is not None:
+            del kwargs["scene_paths"]
+            out_dir = kwargs.pop("out_dir")
+            runs = tile_scenes(
+                many, out_dir, cluster=scene_flags.cluster(), overwrite=overwrite, **kwargs
+            )
+            report_scenes(runs, "tiled")
+            return
+        result = tile_scene(**kwargs, overwrite=overwrite)
     counts = ", ".join(f"{k} {v}" for k, v in result.split_counts.items())
     click.echo(
         f"wrote {result.chips_written} chips ({result.chips_skipped_nodata} skipped as nodata; "

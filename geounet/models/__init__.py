@@ -26,6 +26,7 @@ from geounet.models.registry import (
     create_model,
     describe_model,
     list_models,
+    model_config,
     model_options,
     register_model,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "create_model",
     "describe_model",
     "list_models",
+    "model_config",
     "load_encoder_weights",
     "model_options",
     "predict_classes",

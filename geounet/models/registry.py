@@ -104,6 +104,25 @@ def create_model(name: str, *, in_channels: int, num_classes: int, **options: An
         ConfigError: If the name or an option is unknown or a value is invalid; the message
             lists the valid names.
     """
+    config = model_config(name, **options)
+    return _entry(name).model_cls(in_channels, num_classes, config=config)
+
+
+def model_config(name: str, **options: Any) -> Any:
+    """The validated options dataclass of a registered model, without building the model.
+
+    Cheap (no weights are allocated), so a job can check its model options up front.
+
+    Args:
+        name: Model name, see :func:`list_models`.
+        **options: Architecture options, see :func:`model_options`.
+
+    Returns:
+        The model's config dataclass (e.g. :class:`~geounet.models.UNetConfig`).
+
+    Raises:
+        ConfigError: If the name or an option is unknown or a value is invalid.
+    """
     entry = _entry(name)
     valid = [field.name for field in dataclasses.fields(entry.config_cls)]
     unknown = sorted(set(options) - set(valid))
@@ -112,8 +131,7 @@ def create_model(name: str, *, in_channels: int, num_classes: int, **options: An
             f"Unknown option(s) {unknown} for model {name!r}; valid options are {valid}."
             + suggest(unknown[0], valid)
         )
-    config = entry.config_cls(**options)
-    return entry.model_cls(in_channels, num_classes, config=config)
+    return entry.config_cls(**options)
 
 
 def register_model(name: str, model_cls: type[nn.Module], config_cls: type[Any]) -> None:
