@@ -12,7 +12,8 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
@@ -21,12 +22,20 @@ from typing import Any, Literal
 import numpy as np
 import rasterio
 from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioIOError
+from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.windows import Window
 
-from geounet.errors import CRSError, GridMismatchError, InputFileError
+from geounet._files import output_error, staged_file
+from geounet.errors import (
+    CRSError,
+    GeounetError,
+    GridMismatchError,
+    InputFileError,
+    RasterReadError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +86,31 @@ def _open(path: str | Path) -> rasterio.io.DatasetReader:
     except RasterioIOError as exc:
         raise InputFileError(
             f"cannot read {p} as a raster ({exc}); expected a GeoTIFF/COG/JP2/VRT that GDAL "
-            "can open. Check the file is complete (re-download it) and is a raster."
+            "can open. Check the file is complete and is a raster; re-download or re-create it."
+        ) from exc
+
+
+# rasterio raises RasterioIOError ("Read failed") with the GDAL error (a CPLE_*Error, not a
+# RasterioError) as its cause; both are caught where pixels are read.
+_GDAL_ERRORS: tuple[type[BaseException], ...] = (RasterioError, CPLE_BaseError)
+
+
+@contextmanager
+def _reading(name: str, window: Window | None = None) -> Iterator[None]:
+    """Turn a failed pixel read into :class:`RasterReadError` naming the file and the fix."""
+    try:
+        yield
+    except _GDAL_ERRORS as exc:
+        detail = exc.__cause__ or exc
+        where = (
+            f" (rows {int(window.row_off)}-{int(window.row_off + window.height)}, cols "
+            f"{int(window.col_off)}-{int(window.col_off + window.width)})"
+            if window
+            else ""
+        )
+        raise RasterReadError(
+            f"cannot read the pixels of {name}{where}: {detail}. The file is truncated or "
+            "corrupt (an interrupted download or copy?); re-download or re-create it."
         ) from exc
 
 
@@ -170,13 +203,13 @@ class SceneInfo:
         inner = Window(c0, r0, c1 - c0, r1 - r0)
         dest = out[:, r0 - row0 : r1 - row0, c0 - col0 : c1 - col0]
         ds = self.dataset()
-        if len(self.paths) > 1:
-            # A stacked VRT reads far faster band by band: a multi-band read of sources of
-            # different resolutions took 5 s per 256 px chip instead of 0.2 s (GDAL 3.10).
-            for b in range(self.count):
-                dest[b] = ds.read(b + 1, window=inner)
-        else:
-            if dest.shape == out.shape:
+        with _reading(", ".join(self.paths), inner):
+            if len(self.paths) > 1:
+                # A stacked VRT reads far faster band by band: a multi-band read of sources of
+                # different resolutions took 5 s per 256 px chip instead of 0.2 s (GDAL 3.10).
+                for b in range(self.count):
+                    dest[b] = ds.read(b + 1, window=inner)
+            elif dest.shape == out.shape:
                 ds.read(window=inner, out=out)  # straight into the result: no temporary + copy
             else:
                 dest[...] = ds.read(window=inner)
@@ -385,15 +418,18 @@ def read_resampled(
     with _open(path) as src:
         if src.crs is None:
             raise CRSError(f"{path} has no CRS; assign one (gdal_edit.py -a_srs EPSG:XXXX).")
-        with WarpedVRT(
-            src,
-            crs=crs,
-            transform=transform,
-            width=shape[1],
-            height=shape[0],
-            resampling=Resampling[resampling],
-            add_alpha=True,
-        ) as vrt:
+        with (
+            WarpedVRT(
+                src,
+                crs=crs,
+                transform=transform,
+                width=shape[1],
+                height=shape[0],
+                resampling=Resampling[resampling],
+                add_alpha=True,
+            ) as vrt,
+            _reading(str(path)),
+        ):
             return vrt.read(1), vrt.read(vrt.count) > 0
 
 
@@ -450,7 +486,7 @@ def write_chip(
             profile["zstd_level"] = 1  # level 1 is ~3x faster than 9 for ~5 % more bytes
     if colormap is not None:
         profile["photometric"] = "palette"
-    with rasterio.open(path, "w", **profile) as dst:
+    with _writing(path, needed_bytes=data.nbytes), rasterio.open(path, "w", **profile) as dst:
         # The colour table must be set before the pixels: TIFF tags are frozen once data is written.
         if colormap is not None:
             dst.write_colormap(1, colormap)
@@ -468,7 +504,7 @@ def open_block_writer(
     dtype: str,
     nodata: float | None = None,
     colormap: dict[int, tuple[int, int, int, int]] | None = None,
-) -> rasterio.io.DatasetWriter:
+) -> BlockWriter:
     """Open a tiled GeoTIFF on a scene's grid (same CRS and transform) for windowed writes.
 
     This is the working file that prediction fills strip by strip; :func:`write_cog` turns it
@@ -486,10 +522,57 @@ def open_block_writer(
     elif count > 1:
         # Otherwise GDAL calls 3/4 uint8 bands RGB(A) and QGIS takes a class band for alpha.
         profile["photometric"] = "minisblack"
-    dst = rasterio.open(path, "w", **profile)
-    if colormap is not None:
-        dst.write_colormap(1, colormap)
-    return dst
+    needed = height * width * count * np.dtype(dtype).itemsize  # uncompressed: an upper bound
+    writer = BlockWriter(path, needed)
+    with writer.errors():
+        writer.dataset = rasterio.open(path, "w", **profile)
+        if colormap is not None:
+            writer.dataset.write_colormap(1, colormap)
+    return writer
+
+
+class BlockWriter:
+    """A GeoTIFF open for windowed writes whose every GDAL error raises a geounet error.
+
+    Failed writes, and GDAL errors that rasterio only logs, become :class:`OutputError` (or
+    :class:`DiskFullError`) naming the file; see :func:`open_block_writer`.
+    """
+
+    def __init__(self, path: str | Path, needed_bytes: int) -> None:
+        self.path, self.needed_bytes = Path(path), needed_bytes
+        self.dataset: rasterio.io.DatasetWriter | None = None
+
+    @contextmanager
+    def errors(self) -> Iterator[None]:
+        """Translate what a block of GDAL calls on this file raises or logs as an error."""
+        with _writing(self.path, needed_bytes=self.needed_bytes):
+            yield
+
+    def _ds(self) -> rasterio.io.DatasetWriter:
+        if self.dataset is None or self.dataset.closed:
+            raise ValueError(f"{self.path} is not open for writing.")
+        return self.dataset
+
+    def write(self, data: np.ndarray, indexes: int | None = None, *, window: Window) -> None:
+        """Write ``data`` (``(bands, h, w)``, or ``(h, w)`` with ``indexes``) into ``window``."""
+        with self.errors():
+            self._ds().write(data, indexes, window=window)
+
+    def update_tags(self, **tags: str) -> None:
+        """Set dataset metadata tags."""
+        with self.errors():
+            self._ds().update_tags(**tags)
+
+    def set_band_description(self, index: int, text: str) -> None:
+        """Name band ``index`` (1-based)."""
+        with self.errors():
+            self._ds().set_band_description(index, text)
+
+    def close(self) -> None:
+        """Flush and close; a flush that fails (a full disk) raises."""
+        if self.dataset is not None and not self.dataset.closed:
+            with self.errors():
+                self.dataset.close()
 
 
 CogResampling = Literal["mode", "average", "nearest"]
@@ -499,17 +582,120 @@ def write_cog(src_path: str | Path, dst_path: str | Path, *, resampling: CogResa
     """Copy a GeoTIFF to a Cloud-Optimized GeoTIFF with overviews, atomically.
 
     Overviews use ``resampling`` (``mode`` for classes: a zoomed-out class map shows the
-    majority class, never an average of class ids). The COG is written to a temporary name
-    and renamed, so ``dst_path`` is either absent or complete.
+    majority class, never an average of class ids). The COG is written to a temporary name,
+    re-opened and checked (:func:`check_raster`), and only then renamed, so ``dst_path`` is
+    either absent or complete. A GDAL error during the copy raises, even one GDAL only logs
+    (a full disk during the COG copy is logged, and the copy "succeeds" with a broken file).
+
+    Raises:
+        DiskFullError: The disk filled; the message says how much was free and needed.
+        OutputError: Any other GDAL error while writing.
     """
     from rasterio.shutil import copy as rio_copy
 
     dst = Path(dst_path)
-    tmp = dst.with_name(f".{dst.name}.partial.tif")
-    with rasterio.Env(**GDAL_ENV):
-        rio_copy(
-            str(src_path), str(tmp), driver="COG", compress="deflate", predictor="yes",
-            blocksize=512, overview_resampling=resampling.upper(), overviews="auto",
-            bigtiff="if_safer", num_threads="all_cpus",
+    # Overviews add a third at most, and DEFLATE is no larger than the working file's ZSTD.
+    needed = Path(src_path).stat().st_size * 4 // 3
+    with staged_file(dst) as tmp, _writing(dst, needed_bytes=needed):
+        with rasterio.Env(**GDAL_ENV):
+            rio_copy(
+                str(src_path), str(tmp), driver="COG", compress="deflate", predictor="yes",
+                blocksize=512, overview_resampling=resampling.upper(), overviews="auto",
+                bigtiff="if_safer", num_threads="all_cpus",
+            )  # fmt: skip
+        try:
+            check_raster(tmp)
+        except RasterReadError as exc:  # our own output: a write problem, not a bad input
+            raise output_error(exc, dst, needed_bytes=needed) from exc
+
+
+def check_raster(path: str | Path) -> None:
+    """Re-open a written raster and read its last block and its smallest overview.
+
+    A cheap validity check before a file is published: a truncated file (a full disk, a
+    killed copy) fails here, because its last block is where a tiled GeoTIFF ends.
+
+    Raises:
+        RasterReadError: The file cannot be opened or those pixels cannot be read.
+    """
+    name = str(path)
+    with _reading(name), rasterio.open(name) as ds:
+        bh, bw = ds.block_shapes[0]
+        last = Window(
+            (ds.width - 1) // bw * bw, (ds.height - 1) // bh * bh,
+            min(bw, ds.width - (ds.width - 1) // bw * bw),
+            min(bh, ds.height - (ds.height - 1) // bh * bh),
         )  # fmt: skip
-    tmp.replace(dst)
+        ds.read(window=last)
+        factors = ds.overviews(1)
+        if factors:
+            f = factors[-1]
+            ds.read(out_shape=(ds.count, max(1, ds.height // f), max(1, ds.width // f)))
+
+
+class _FailureLog(logging.Handler):
+    """Collects, per thread, the GDAL errors that rasterio logs (at INFO) instead of raising."""
+
+    loggers = ("rasterio._env", "rasterio._err")
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.active: dict[int, list[str]] = {}
+        self.lock = threading.Lock()
+        self.saved_levels: list[int] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        messages = self.active.get(record.thread or 0)
+        if messages is not None and record.levelno >= logging.INFO:
+            text = record.getMessage()
+            if "signalled an error" in text or record.levelno >= logging.ERROR:
+                messages.append(text)
+
+    @contextmanager
+    def capture(self) -> Iterator[list[str]]:
+        ident, messages = threading.get_ident(), []
+        with self.lock:
+            if not self.active:  # the first capture enables INFO records; the last restores
+                named = [logging.getLogger(n) for n in self.loggers]
+                self.saved_levels = [lg.level for lg in named]
+                for lg in named:
+                    lg.addHandler(self)
+                    if not lg.isEnabledFor(logging.INFO):
+                        lg.setLevel(logging.INFO)
+            self.active[ident] = messages
+        try:
+            yield messages
+        finally:
+            with self.lock:
+                del self.active[ident]
+                if not self.active:
+                    for lg, level in zip(
+                        (logging.getLogger(n) for n in self.loggers), self.saved_levels, strict=True
+                    ):
+                        lg.removeHandler(self)
+                        lg.setLevel(level)
+
+
+_FAILURES = _FailureLog()
+
+
+class _GdalWriteError(Exception):
+    """A GDAL error that rasterio logged during a write instead of raising it."""
+
+
+@contextmanager
+def _writing(path: str | Path, *, needed_bytes: int | None = None) -> Iterator[None]:
+    """Every GDAL error while writing ``path`` raises an :class:`OutputError` naming it.
+
+    Errors rasterio raises are translated; those it only logs (e.g. "No space left on device"
+    during a COG copy) are collected and raised when the block ends.
+    """
+    try:
+        with _FAILURES.capture() as failures:
+            yield
+        if failures:
+            raise _GdalWriteError("; ".join(failures))
+    except GeounetError:
+        raise
+    except Exception as exc:
+        raise output_error(exc, path, needed_bytes=needed_bytes) from exc
