@@ -97,14 +97,25 @@ def write_errors(
 ) -> Iterator[None]:
     """Raise an :class:`OutputError` / :class:`DiskFullError` for a failed write of ``path``.
 
-    GeounetErrors pass through unchanged; any other exception becomes one naming the file.
+    I/O errors (``OSError``, and the errors of GDAL, pyogrio, SQLite and PIL, which do not
+    derive from it) become one naming the file; others (GeounetErrors, bugs) pass unchanged.
     """
     try:
         yield
     except GeounetError:
         raise
-    except Exception as exc:  # OSError, GDAL's CPLE_*, pyogrio's and SQLite's errors alike
+    except Exception as exc:
+        if not _is_io_error(exc):
+            raise
         raise output_error(exc, path, needed_bytes=needed_bytes) from exc
+
+
+_IO_MODULES = ("rasterio", "pyogrio", "sqlite3", "fiona", "PIL")
+
+
+def _is_io_error(exc: BaseException) -> bool:
+    module = type(exc).__module__ or ""
+    return isinstance(exc, OSError) or module.split(".")[0] in _IO_MODULES
 
 
 @contextmanager

@@ -27,7 +27,6 @@ import math
 import os
 import re
 import struct
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ import torch
 from torch import nn
 
 from geounet import __version__
+from geounet._files import staged_file, write_errors
 from geounet.classes import ClassScheme
 from geounet.data import Normalization
 from geounet.errors import BandMismatchError, InputFileError, ModelFileError, OutputError
@@ -238,22 +238,18 @@ def save_model_file(path: str | Path, model: nn.Module, metadata: ModelMetadata)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     header = {METADATA_KEY: json.dumps(metadata.to_dict(), allow_nan=False)}
     out = Path(path)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {out.parent}: {exc.strerror or exc}.") from exc
+    needed = sum(t.numel() * t.element_size() for t in tensors.values())
+    with staged_file(out) as tmp, write_errors(out, needed_bytes=needed):
         save_file(tensors, tmp, metadata=header)
         # safetensors creates files as 0600; a model file is meant to be shared, so give it the
         # mode any new file gets (0666 less the umask, which can only be read by setting it).
         umask = os.umask(0o022)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {out}: {exc.strerror or exc}.") from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return out
 
 

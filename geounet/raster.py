@@ -28,10 +28,9 @@ from rasterio.enums import Resampling
 from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.windows import Window
 
-from geounet._files import output_error, staged_file
+from geounet._files import output_error, staged_file, write_errors
 from geounet.errors import (
     CRSError,
-    GeounetError,
     GridMismatchError,
     InputFileError,
     RasterReadError,
@@ -679,7 +678,7 @@ class _FailureLog(logging.Handler):
 _FAILURES = _FailureLog()
 
 
-class _GdalWriteError(Exception):
+class _GdalWriteError(OSError):
     """A GDAL error that rasterio logged during a write instead of raising it."""
 
 
@@ -690,12 +689,8 @@ def _writing(path: str | Path, *, needed_bytes: int | None = None) -> Iterator[N
     Errors rasterio raises are translated; those it only logs (e.g. "No space left on device"
     during a COG copy) are collected and raised when the block ends.
     """
-    try:
+    with write_errors(path, needed_bytes=needed_bytes):
         with _FAILURES.capture() as failures:
             yield
         if failures:
             raise _GdalWriteError("; ".join(failures))
-    except GeounetError:
-        raise
-    except Exception as exc:
-        raise output_error(exc, path, needed_bytes=needed_bytes) from exc

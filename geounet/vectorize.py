@@ -25,7 +25,6 @@ import difflib
 import json
 import logging
 import os
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from pyproj import CRS
 from rasterio.features import shapes
 from rasterio.windows import Window
 
+from geounet._files import staged_file, write_errors
 from geounet._qml import categorized_fill_qml, write_gpkg_style
 from geounet.classes import SCHEME_TAG, ClassScheme
 from geounet.errors import ConfigError, CRSError, GridMismatchError, InputFileError, OutputError
@@ -166,15 +166,11 @@ def vectorize_raster(
         )
     grid = _open_inputs(Path(class_path), probabilities_path, classes, simplify_m)
     _check_output(out)
-    tmp = out.with_name(f".{out.stem}.{uuid.uuid4().hex[:8]}.tmp.gpkg")
-    try:
+    # A GeoPackage is written through SQLite: a full disk says "database or disk is full".
+    with staged_file(out) as tmp, write_errors(out):
         writer = _LayerWriter(tmp, grid, min_area_m2=min_area_m2)
         _vectorize_blocks(grid, writer, int(block_size))
         writer.close()
-        os.replace(tmp, out)
-    finally:
-        for leftover in (tmp, tmp.with_name(tmp.name + "-journal")):
-            leftover.unlink(missing_ok=True)
     logger.info("wrote %d polygons to %s (layer %r)", writer.count, out, LAYER_NAME)
     return out
 

@@ -57,7 +57,7 @@ def test_round_trip_keeps_every_tensor_and_the_metadata(tmp_path):
     assert read_model_metadata(path).bands == BANDS
     x = torch.randn(1, 4, 16, 16)
     assert torch.equal(model.eval()(x), loaded.model(x))
-    assert not list(tmp_path.glob(".*.partial"))  # atomic write left no temporary file
+    assert not list(tmp_path.glob(".*"))  # the atomic write left no temporary file
     assert path.stat().st_mode & 0o044  # readable by others (umask), not mkstemp's 0600
 
 
