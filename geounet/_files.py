@@ -55,6 +55,11 @@ def _existing_folder(path: Path) -> Path:
     return Path.cwd()
 
 
+def _published_name(part: str) -> str:
+    match = _STAGING.match(part)
+    return match["name"] if match and match["kind"] == "work" else part
+
+
 def is_no_space(exc: BaseException) -> bool:
     """Whether ``exc`` (or an exception it was raised from) says the disk or quota is full."""
     seen: BaseException | None = exc
@@ -77,8 +82,9 @@ def output_error(
         path: The file being written.
         needed_bytes: An estimate of the bytes the whole write needs, for the message.
     """
-    target = Path(path)
-    folder = _existing_folder(target.parent)
+    # Name the file as the user will find it: pred/classes.tif, not .pred.work-123@host-.../.
+    target = Path(*(_published_name(part) for part in Path(path).parts))
+    folder = _existing_folder(Path(path).parent)
     free = shutil.disk_usage(folder).free
     low = needed_bytes is not None and free < needed_bytes
     if is_no_space(exc) or low:
