@@ -191,3 +191,42 @@ def test_a_gdal_error_that_rasterio_only_logs_still_fails_the_cog(tmp_path):
     with pytest.raises(OutputError, match="out.tif"):
         write_cog(broken, tmp_path / "out.tif", resampling="mode")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.tif", "src.tif"]
+
+
+def test_a_cog_copy_that_fills_the_disk_without_raising_is_never_published(tmp_path):
+    # The bug this guards against: near a full disk GDAL's COG copy returns normally (the
+    # "No space left on device" is only logged) and leaves a file that cannot be read.
+    src = tmp_path / "src.tif"
+    data = np.random.default_rng(0).integers(0, 4, (1, 1024, 1024), dtype=np.uint8)
+    with rasterio.open(
+        src, "w", driver="GTiff", width=1024, height=1024, count=1, dtype="uint8",
+        crs="EPSG:32633", transform=rasterio.transform.from_origin(0, 0, 10, 10),
+        tiled=True, compress="zstd",
+    ) as dst:  # fmt: skip
+        dst.write(data)
+    cog_args = {"driver": "COG", "compress": "deflate", "overviews": "auto", "blocksize": 512}
+    rio_copy(str(src), str(tmp_path / "ref.tif"), **cog_args)
+    size = (tmp_path / "ref.tif").stat().st_size
+    with _tmpfs(tmp_path / "disk", 4 * 1024**2) as disk:
+        silent = None
+        # GDAL writes the overviews to a temporary file first: the room needed exceeds the size.
+        for free in range(size * 3 // 2, size * 9 // 10, -PAGE):
+            _fill(disk, free)
+            probe = disk / "probe.tif"
+            try:
+                rio_copy(str(src), str(probe), **cog_args)
+            except Exception:  # the copy raised: not the silent case
+                probe.unlink(missing_ok=True)
+                continue
+            try:
+                check_raster(probe)
+            except RasterReadError:
+                silent = free
+                break
+            finally:
+                probe.unlink(missing_ok=True)
+        assert silent is not None, "no free size made the plain copy fail silently"
+        _fill(disk, silent)
+        with pytest.raises(DiskFullError, match="classes.tif"):
+            write_cog(src, disk / "classes.tif", resampling="mode")
+        assert sorted(p.name for p in disk.iterdir()) == ["filler"]
