@@ -22,18 +22,17 @@ from typing import Any, Literal
 import numpy as np
 import rasterio
 from affine import Affine
-from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioError, RasterioIOError
+from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
-from geounet._files import output_error, staged_file, write_errors
+from geounet._files import staged_file
+from geounet._gdal_errors import gdal_write_errors, reading_errors
 from geounet.errors import (
     CRSError,
     GridMismatchError,
     InputFileError,
-    RasterReadError,
 )
 
 log = logging.getLogger(__name__)
@@ -86,30 +85,6 @@ def _open(path: str | Path) -> rasterio.io.DatasetReader:
         raise InputFileError(
             f"cannot read {p} as a raster ({exc}); expected a GeoTIFF/COG/JP2/VRT that GDAL "
             "can open. Check the file is complete and is a raster; re-download or re-create it."
-        ) from exc
-
-
-# rasterio raises RasterioIOError ("Read failed") with the GDAL error (a CPLE_*Error, not a
-# RasterioError) as its cause; both are caught where pixels are read.
-_GDAL_ERRORS: tuple[type[BaseException], ...] = (RasterioError, CPLE_BaseError)
-
-
-@contextmanager
-def _reading(name: str, window: Window | None = None) -> Iterator[None]:
-    """Turn a failed pixel read into :class:`RasterReadError` naming the file and the fix."""
-    try:
-        yield
-    except _GDAL_ERRORS as exc:
-        detail = exc.__cause__ or exc
-        where = (
-            f" (rows {int(window.row_off)}-{int(window.row_off + window.height)}, cols "
-            f"{int(window.col_off)}-{int(window.col_off + window.width)})"
-            if window
-            else ""
-        )
-        raise RasterReadError(
-            f"cannot read the pixels of {name}{where}: {detail}. The file is truncated or "
-            "corrupt (an interrupted download or copy?); re-download or re-create it."
         ) from exc
 
 
@@ -202,7 +177,7 @@ class SceneInfo:
         inner = Window(c0, r0, c1 - c0, r1 - r0)
         dest = out[:, r0 - row0 : r1 - row0, c0 - col0 : c1 - col0]
         ds = self.dataset()
-        with _reading(", ".join(self.paths), inner):
+        with reading_errors(", ".join(self.paths), inner):
             if len(self.paths) > 1:
                 # A stacked VRT reads far faster band by band: a multi-band read of sources of
                 # different resolutions took 5 s per 256 px chip instead of 0.2 s (GDAL 3.10).
@@ -427,7 +402,7 @@ def read_resampled(
                 resampling=Resampling[resampling],
                 add_alpha=True,
             ) as vrt,
-            _reading(str(path)),
+            reading_errors(str(path)),
         ):
             return vrt.read(1), vrt.read(vrt.count) > 0
 
@@ -485,7 +460,10 @@ def write_chip(
             profile["zstd_level"] = 1  # level 1 is ~3x faster than 9 for ~5 % more bytes
     if colormap is not None:
         profile["photometric"] = "palette"
-    with _writing(path, needed_bytes=data.nbytes), rasterio.open(path, "w", **profile) as dst:
+    with (
+        gdal_write_errors(path, needed_bytes=data.nbytes),
+        rasterio.open(path, "w", **profile) as dst,
+    ):
         # The colour table must be set before the pixels: TIFF tags are frozen once data is written.
         if colormap is not None:
             dst.write_colormap(1, colormap)
@@ -544,7 +522,7 @@ class BlockWriter:
     @contextmanager
     def errors(self) -> Iterator[None]:
         """Translate what a block of GDAL calls on this file raises or logs as an error."""
-        with _writing(self.path, needed_bytes=self.needed_bytes):
+        with gdal_write_errors(self.path, needed_bytes=self.needed_bytes):
             yield
 
     def _ds(self) -> rasterio.io.DatasetWriter:
@@ -595,17 +573,14 @@ def write_cog(src_path: str | Path, dst_path: str | Path, *, resampling: CogResa
     dst = Path(dst_path)
     # Overviews add a third at most, and DEFLATE is no larger than the working file's ZSTD.
     needed = Path(src_path).stat().st_size * 4 // 3
-    with staged_file(dst) as tmp, _writing(dst, needed_bytes=needed):
+    with staged_file(dst) as tmp, gdal_write_errors(dst, needed_bytes=needed):
         with rasterio.Env(**GDAL_ENV):
             rio_copy(
                 str(src_path), str(tmp), driver="COG", compress="deflate", predictor="yes",
                 blocksize=512, overview_resampling=resampling.upper(), overviews="auto",
                 bigtiff="if_safer", num_threads="all_cpus",
             )  # fmt: skip
-        try:
-            check_raster(tmp)
-        except RasterReadError as exc:  # our own output: a write problem, not a bad input
-            raise output_error(exc, dst, needed_bytes=needed) from exc
+        check_raster(tmp)
 
 
 def check_raster(path: str | Path) -> None:
@@ -618,7 +593,7 @@ def check_raster(path: str | Path) -> None:
         RasterReadError: The file cannot be opened or those pixels cannot be read.
     """
     name = str(path)
-    with _reading(name), rasterio.open(name) as ds:
+    with reading_errors(name), rasterio.open(name) as ds:
         bh, bw = ds.block_shapes[0]
         last = Window(
             (ds.width - 1) // bw * bw, (ds.height - 1) // bh * bh,
@@ -630,67 +605,3 @@ def check_raster(path: str | Path) -> None:
         if factors:
             f = factors[-1]
             ds.read(out_shape=(ds.count, max(1, ds.height // f), max(1, ds.width // f)))
-
-
-class _FailureLog(logging.Handler):
-    """Collects, per thread, the GDAL errors that rasterio logs (at INFO) instead of raising."""
-
-    loggers = ("rasterio._env", "rasterio._err")
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.active: dict[int, list[str]] = {}
-        self.lock = threading.Lock()
-        self.saved_levels: list[int] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        messages = self.active.get(record.thread or 0)
-        if messages is not None and record.levelno >= logging.INFO:
-            text = record.getMessage()
-            if "signalled an error" in text or record.levelno >= logging.ERROR:
-                messages.append(text)
-
-    @contextmanager
-    def capture(self) -> Iterator[list[str]]:
-        ident, messages = threading.get_ident(), []
-        with self.lock:
-            if not self.active:  # the first capture enables INFO records; the last restores
-                named = [logging.getLogger(n) for n in self.loggers]
-                self.saved_levels = [lg.level for lg in named]
-                for lg in named:
-                    lg.addHandler(self)
-                    if not lg.isEnabledFor(logging.INFO):
-                        lg.setLevel(logging.INFO)
-            self.active[ident] = messages
-        try:
-            yield messages
-        finally:
-            with self.lock:
-                del self.active[ident]
-                if not self.active:
-                    for lg, level in zip(
-                        (logging.getLogger(n) for n in self.loggers), self.saved_levels, strict=True
-                    ):
-                        lg.removeHandler(self)
-                        lg.setLevel(level)
-
-
-_FAILURES = _FailureLog()
-
-
-class _GdalWriteError(OSError):
-    """A GDAL error that rasterio logged during a write instead of raising it."""
-
-
-@contextmanager
-def _writing(path: str | Path, *, needed_bytes: int | None = None) -> Iterator[None]:
-    """Every GDAL error while writing ``path`` raises an :class:`OutputError` naming it.
-
-    Errors rasterio raises are translated; those it only logs (e.g. "No space left on device"
-    during a COG copy) are collected and raised when the block ends.
-    """
-    with write_errors(path, needed_bytes=needed_bytes):
-        with _FAILURES.capture() as failures:
-            yield
-        if failures:
-            raise _GdalWriteError("; ".join(failures))

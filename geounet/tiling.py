@@ -30,14 +30,22 @@ import numpy as np
 import rasterio
 
 from geounet import __version__
-from geounet._files import staged_output, write_errors
+from geounet._files import staged_file, staged_output, write_errors
+from geounet._gdal_errors import gdal_write_errors
 from geounet._qml import categorized_fill_qml, write_gpkg_style
 from geounet._stats import BandStatsAccumulator
 from geounet.classes import ClassMap, ClassScheme
 from geounet.errors import ConfigError, EmptyChipError, OutputError
 from geounet.grid import Chip, ChipGrid, EdgeMode
 from geounet.labels import LabelSource, label_summary, load_labels
-from geounet.raster import GDAL_ENV, ChipCodec, SceneInfo, open_scene, write_chip
+from geounet.raster import (
+    GDAL_ENV,
+    ChipCodec,
+    SceneInfo,
+    check_raster,
+    open_scene,
+    write_chip,
+)
 
 log = logging.getLogger(__name__)
 
@@ -436,15 +444,15 @@ def write_split_labels(chips_dir: str | Path, split: str, out_path: str | Path) 
         cols = slice(rec.col_off, rec.col_off + rec.width)
         mask[rows, cols] = np.where(data != ignore, data, mask[rows, cols])
     out = Path(out_path)
-    tmp = out.with_name(f".{out.name}.partial.tif")
     profile = {
         "driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": "uint8",
         "crs": rasterio.crs.CRS.from_wkt(meta["scene"]["crs"]),
         "transform": rasterio.Affine(*meta["scene"]["transform"]), "nodata": int(ignore),
         "compress": "deflate", "tiled": True,
     }  # fmt: skip
-    with rasterio.open(tmp, "w", **profile) as dst:
-        dst.write(mask, 1)
-        dst.update_tags(**{SCHEME_TAG: json.dumps(scheme.to_dict())})
-    tmp.replace(out)
+    with staged_file(out) as tmp, gdal_write_errors(out, needed_bytes=mask.nbytes):
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(mask, 1)
+            dst.update_tags(**{SCHEME_TAG: json.dumps(scheme.to_dict())})
+        check_raster(tmp)
     return out
