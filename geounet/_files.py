@@ -88,7 +88,7 @@ def output_error(
     free = shutil.disk_usage(folder).free
     low = needed_bytes is not None and free < needed_bytes
     if is_no_space(exc) or low:
-        need = f"about {_mib(needed_bytes)} needed, " if needed_bytes else ""
+        need = f"it needs up to about {_mib(needed_bytes)}, " if needed_bytes else ""
         return DiskFullError(
             f"no space left while writing {target}: {need}{_mib(free)} free on the disk of "
             f"{folder}. Free some space or choose an output folder on a larger disk; the "
