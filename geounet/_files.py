@@ -175,6 +175,8 @@ def staged_output(
             runs), or the swap failed.
     """
     out = Path(out_dir).absolute()
+    if out.is_symlink():  # swap the folder it points to, not the link
+        out = out.resolve()
     if out.exists() and not out.is_dir():
         raise OutputError(f"output {out} exists and is a file; give a folder path.")
     try:

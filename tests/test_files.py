@@ -153,3 +153,15 @@ def test_sigkill_at_random_times_leaves_one_complete_set(tmp_path, exchange):
         generations.append(_check_one_complete_set(out))
         assert _hidden(tmp_path) == []
     assert any(g is not None and g > 1 for g in generations), generations
+
+
+def test_a_symlinked_output_folder_stays_a_link_to_the_new_set(tmp_path):
+    real = tmp_path / "real"
+    with staged_output(real) as work:
+        (work / "a.txt").write_text("old")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    with staged_output(link) as work:
+        (work / "a.txt").write_text("new")
+    assert link.is_symlink() and (link / "a.txt").read_text() == "new"
+    assert _hidden(tmp_path) == []
