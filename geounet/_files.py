@@ -34,9 +34,9 @@ from geounet.errors import DiskFullError, GeounetError, OutputError
 log = logging.getLogger(__name__)
 
 _STAGING = re.compile(r"^\.(?P<name>.+)\.(?P<kind>work|old)-(?P<pid>\d+)@(?P<host>.+)-[0-9a-f]{8}$")
-# Temporary names that earlier geounet versions (and killed runs) left inside output folders;
-# they are never carried into a new output set.
-_LEFTOVERS = (".predict-*", ".*.partial.tif", ".*.partial", ".*.tmp", ".*.tmp.png", ".*.tmp.gpkg")
+# Temporary names that killed runs (of this and earlier versions: staged_file, .predict-*) left
+# inside output folders; they are never carried into a new output set.
+_LEFTOVERS = (".predict-*", ".*.partial.tif", ".*.partial", ".*.tmp", ".*.tmp.*")
 _NO_SPACE = ("no space left", "disk is full", "disk full", "quota exceeded")
 
 
