@@ -56,13 +56,6 @@ def category_names_aux_xml(scheme: ClassScheme) -> str:
     )
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a small text file through a temporary name, so readers never see half of it."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def categorized_fill_qml(
     scheme: ClassScheme,
     *,

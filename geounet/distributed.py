@@ -41,11 +41,13 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from glob import escape as glob_escape
 from glob import glob
 from pathlib import Path
 from typing import Any, Literal
 
 from geounet import __version__
+from geounet._files import write_errors, write_text_atomic
 from geounet.errors import ConfigError, GeounetError, InputFileError, OutputError
 from geounet.raster import scene_name_from_paths
 
@@ -56,9 +58,9 @@ SceneInput = str | Path | Sequence[str | Path]
 
 SUMMARY_NAME = "run.json"
 _TILE_KWARGS = frozenset({"labels", "class_map", "class_column", "overwrite"})
-# What predict_scene writes before renaming into place: its working folder, a COG being
-# written, and atomic sidecars (a worker killed mid-scene leaves them behind).
-_PREDICT_PARTIALS = (".predict-*", ".*.partial.tif", ".*.tmp", ".*.tmp.png")
+# What a scene task writes before publishing: the stage's work folder beside the scene's
+# output folder (geounet._files.staged_output), which a worker killed mid-scene leaves behind.
+_STAGING = ".{name}.work-*"
 
 
 @dataclass(frozen=True)
@@ -370,7 +372,7 @@ def predict_scenes(
             if not local:  # a long-lived cluster should not keep the model in memory
                 with contextlib.suppress(Exception):
                     client.unregister_worker_plugin(plugin_name)
-    _remove_partials(out, [f"{name}/{p}" for name, _ in named for p in _PREDICT_PARTIALS])
+    _remove_partials(out, [_STAGING.format(name=glob_escape(name)) for name, _ in named])
     about = {"command": "predict", "model": str(model) if isinstance(model, str | Path) else None}
     return _finish(out, runs, start, about, _cluster_info(cluster, workers))
 
@@ -449,7 +451,7 @@ def tile_scenes(
             cluster.retries,
             "tile",
         )
-    _remove_partials(out, [f".{name}.partial-*" for name, _ in named])
+    _remove_partials(out, [_STAGING.format(name=glob_escape(name)) for name, _ in named])
     about = {"command": "tile", "labels": None if labels is None else str(labels)}
     return _finish(out, runs, start, about, _cluster_info(cluster, workers))
 
@@ -470,12 +472,9 @@ def _cluster_info(cluster: ClusterOptions, workers: int) -> dict[str, Any]:
 
 
 def _prepare_out_dir(out: Path) -> Path:
-    try:
+    """Create the folder of the scene folders (each scene's outputs are staged by its task)."""
+    with write_errors(out):
         out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(
-            f"cannot create the output folder {out}: {exc.strerror or exc}; choose another --out."
-        ) from exc
     return out
 
 
@@ -553,8 +552,5 @@ def _finish(
         "scenes_failed": failed,
         "scenes": [r.to_dict() for r in runs],
     }
-    path = out / SUMMARY_NAME
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    tmp.replace(path)
+    path = write_text_atomic(out / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
     return ScenesResult(out, tuple(runs), path, seconds)

@@ -16,6 +16,10 @@ class InputFileError(GeounetError, OSError):
     """An input file is missing, unreadable or not of the expected format."""
 
 
+class RasterReadError(InputFileError):
+    """A raster opened but its pixels cannot be read: the file is truncated or corrupt."""
+
+
 class CRSError(GeounetError, ValueError):
     """A dataset has no CRS, or one that cannot be used."""
 
@@ -54,6 +58,13 @@ class ModelFileError(GeounetError, ValueError):
 
 class OutputError(GeounetError, OSError):
     """An output location cannot be written."""
+
+
+class DiskFullError(OutputError):
+    """The disk filled while an output was written; the message says how much was free/needed.
+
+    Nothing half-written is left: the earlier complete outputs (or none) stay in place.
+    """
 
 
 class StageError(GeounetError, RuntimeError):

@@ -22,7 +22,6 @@ import logging
 import os
 import queue
 import shutil
-import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,11 +33,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import rasterio
 
+from geounet._files import staged_file, staged_output, write_errors, write_text_atomic
 from geounet._nodata import nodata_rule_from_json
-from geounet._qml import category_names_aux_xml, paletted_raster_qml, write_text_atomic
+from geounet._qml import category_names_aux_xml, paletted_raster_qml
 from geounet._resolution import check_scene_resolution
 from geounet.classes import SCHEME_TAG, ClassScheme
-from geounet.errors import ConfigError, OutputError
+from geounet.errors import ConfigError
 from geounet.grid import Chip, ChipGrid
 from geounet.modelfile import check_scene_bands
 from geounet.raster import GDAL_ENV, SceneInfo, open_block_writer, open_scene, write_cog
@@ -259,15 +259,10 @@ def _cudnn_autotune(device: torch.device) -> Iterator[None]:
         torch.backends.cudnn.benchmark = saved
 
 
-def _prepare_out_dir(out_dir: Path) -> Path:
-    """Check ``out_dir`` is writable (creating it) and return a private working folder in it."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=".predict-", dir=out_dir))
-    except OSError as exc:
-        raise OutputError(
-            f"cannot write predictions into {out_dir}: {exc.strerror}; choose another --out."
-        ) from exc
+OUTPUT_NAMES = (
+    "classes.tif", "classes.tif.aux.xml", "classes.qml", "probabilities.tif", "preview.png",
+)  # fmt: skip
+"""The files :func:`predict_scene` writes: published together, as one set (no mix of runs)."""
 
 
 def predict_scene(
@@ -285,8 +280,10 @@ def predict_scene(
         model: A model file path, or a ``torch.nn.Module`` mapping ``(B, C, H, W)`` normalised
             float32 to ``(B, K, H, W)`` logits (then ``metadata`` is required).
         scene: One raster, several single-band files, or an opened :class:`SceneInfo`.
-        out_dir: Output folder (created). Existing outputs of the same name are replaced, only
-            once the new ones are complete.
+        out_dir: Output folder (created). The outputs (:data:`OUTPUT_NAMES`) are written in a
+            hidden work folder beside it and swapped in as one set once all are complete and
+            checked: earlier outputs stay until then, and never mix with the new ones. Other
+            files in ``out_dir`` are kept.
         metadata: Bands, normalisation and classes of an ``nn.Module`` (a :class:`ModelSpec`,
             a model file's metadata, or its dict form).
         options: Chip size, overlap, batch, blend, TTA, probabilities, device.
@@ -301,6 +298,8 @@ def predict_scene(
             raised before any compute.
         ResolutionMismatchError: The scene's pixels are more than 1.5x larger or smaller on
             the ground than the model's (unless ``allow_resolution_mismatch``).
+        RasterReadError: The scene is truncated or corrupt (found when its pixels are read).
+        DiskFullError: The disk filled while writing; the earlier outputs are kept.
     """
     if options is not None and option_fields:
         raise ConfigError("give either options=PredictOptions(...) or option keywords, not both.")
@@ -327,13 +326,15 @@ def predict_scene(
         readers = 2 if device.type == "cpu" else min(os.cpu_count() or 2, 16)
         options = dataclasses.replace(options, readers=readers)
     out = Path(out_dir)
-    work = _prepare_out_dir(out)
-    try:
+    # Other files in `out` stay; an old probabilities.tif goes when this run writes none.
+    with staged_output(out, owned=OUTPUT_NAMES) as work:
+        (work / ".working").mkdir()
         with rasterio.Env(**GDAL_ENV), _cudnn_autotune(device):
-            _run(_Forward(net, device, options), spec, info, grid, options, work)
-            result = _publish(work, out, spec, options.probabilities)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+            _run(_Forward(net, device, options), spec, info, grid, options, work / ".working")
+            _publish(work / ".working", work, spec, options.probabilities)
+        shutil.rmtree(work / ".working")
+    probs = out / "probabilities.tif" if options.probabilities else None
+    result = PredictResult(out / "classes.tif", probs, out / "preview.png", out / "classes.qml")
     log.info("predicted %s (%d chips) -> %s", info.name, len(grid), result.classes)
     return result
 
@@ -501,18 +502,14 @@ def _run(
         writer.close()
 
 
-def _publish(work: Path, out: Path, spec: ModelSpec, probabilities: bool) -> PredictResult:
-    """Turn the working files into COGs, sidecars and a preview, each renamed into place."""
+def _publish(work: Path, out: Path, spec: ModelSpec, probabilities: bool) -> None:
+    """Turn the working files into checked COGs, sidecars and a preview in ``out``."""
     write_cog(work / "classes.tif", out / "classes.tif", resampling="mode")
     write_text_atomic(out / "classes.tif.aux.xml", category_names_aux_xml(spec.scheme))
     write_text_atomic(out / "classes.qml", paletted_raster_qml(spec.scheme))
-    probs_path = None
     if probabilities:
-        probs_path = out / "probabilities.tif"
-        write_cog(work / "probabilities.tif", probs_path, resampling="average")
-    preview = out / "preview.png"
-    write_preview(out / "classes.tif", preview, spec.scheme)
-    return PredictResult(out / "classes.tif", probs_path, preview, out / "classes.qml")
+        write_cog(work / "probabilities.tif", out / "probabilities.tif", resampling="average")
+    write_preview(out / "classes.tif", out / "preview.png", spec.scheme)
 
 
 def write_preview(
@@ -532,6 +529,5 @@ def write_preview(
     lut = np.zeros((256, 4), dtype=np.uint8)
     for value, rgba in scheme.colormap().items():
         lut[value] = rgba
-    tmp = png_path.with_name(f".{png_path.name}.tmp.png")
-    Image.fromarray(lut[data], mode="RGBA").save(tmp)
-    tmp.replace(png_path)
+    with staged_file(png_path) as tmp, write_errors(png_path):
+        Image.fromarray(lut[data], mode="RGBA").save(tmp, format="PNG")

@@ -31,7 +31,6 @@ import math
 import os
 import re
 import struct
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ import torch
 from torch import nn
 
 from geounet import __version__
+from geounet._files import staged_file, write_errors
 from geounet._nodata import nodata_rule_from_json
 from geounet.classes import ClassScheme
 from geounet.data import Normalization
@@ -248,58 +248,75 @@ def save_model_file(path: str | Path, model: nn.Module, metadata: ModelMetadata)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     header = {METADATA_KEY: json.dumps(metadata.to_dict(), allow_nan=False)}
     out = Path(path)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {out.parent}: {exc.strerror or exc}.") from exc
+    needed = sum(t.numel() * t.element_size() for t in tensors.values())
+    with staged_file(out) as tmp, write_errors(out, needed_bytes=needed):
         save_file(tensors, tmp, metadata=header)
         # safetensors creates files as 0600; a model file is meant to be shared, so give it the
         # mode any new file gets (0666 less the umask, which can only be read by setting it).
         umask = os.umask(0o022)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {out}: {exc.strerror or exc}.") from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return out
 
 
 def _read_header(path: Path) -> dict[str, Any]:
-    """Parse a safetensors header with :mod:`json`, refusing pickles and other formats."""
+    """Parse a safetensors header with :mod:`json`, refusing pickles and other formats.
+
+    The format is recognised by its structure, never by a magic byte: an 8-byte little-endian
+    header length that fits the file, then that many bytes of a JSON object. (A first byte of
+    0x80 is also the pickle opcode, but in safetensors it is just a header length of 128 mod
+    256: one valid file in 32.) Nothing is ever unpickled; a pickle is only named as such.
+    """
     if not path.is_file():
-        raise InputFileError(f"model file {path} does not exist.")
+        raise InputFileError(f"model file {path} does not exist; check the path.")
     size = path.stat().st_size
-    with path.open("rb") as f:
-        head = f.read(8)
-        if head.startswith(b"PK\x03\x04"):
-            raise ModelFileError(
-                f"{path} is a zip archive, which is what torch.save writes (a pickle inside); "
-                f"it is not a geounet model file. {_CONVERT_HINT}"
-            )
-        if head[:1] == b"\x80":
-            raise ModelFileError(
-                f"{path} looks like a pickle (a legacy torch.save file); it is not a geounet "
-                f"model file. {_CONVERT_HINT}"
-            )
-        if len(head) < 8:
-            raise ModelFileError(f"{path} is too short ({size} bytes) to be a safetensors file.")
-        (length,) = struct.unpack("<Q", head)
-        if length > min(_MAX_HEADER, size - 8):
-            raise ModelFileError(
-                f"{path} is not a safetensors file (header length {length} for a file of "
-                f"{size} bytes); geounet model files are written by save_model_file."
-            )
-        raw = f.read(length)
     try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{path} is not a safetensors file: its header is not JSON.") from exc
-    if not isinstance(header, dict):
-        raise ModelFileError(f"{path} is not a safetensors file: its header is not an object.")
-    return header
+        with path.open("rb") as f:
+            head = f.read(8)
+            length = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+            fits = 2 <= length <= min(_MAX_HEADER, size - 8)
+            raw = f.read(length) if fits else b""
+    except OSError as exc:
+        raise InputFileError(
+            f"cannot read model file {path}: {exc.strerror or exc}; check its permissions."
+        ) from exc
+    header = _json_object(raw) if raw[:1] == b"{" else None
+    if header is not None:
+        return header
+    if head.startswith(b"PK\x03\x04"):
+        raise ModelFileError(
+            f"{path} is a zip archive, which is what torch.save writes (a pickle inside); "
+            f"it is not a geounet model file. {_CONVERT_HINT}"
+        )
+    if head[:1] == b"\x80":
+        raise ModelFileError(
+            f"{path} looks like a pickle (a legacy torch.save file); it is not a geounet "
+            f"model file. {_CONVERT_HINT}"
+        )
+    if len(head) < 8:
+        raise ModelFileError(f"{path} is too short ({size} bytes) to be a safetensors file.")
+    if not fits:
+        raise ModelFileError(
+            f"{path} is not a safetensors file (header length {length} for a file of "
+            f"{size} bytes); geounet model files are written by save_model_file."
+        )
+    raise ModelFileError(
+        f"{path} is not a safetensors file: its header is not a JSON object (truncated or "
+        "corrupt?); re-create it with `geounet train` or save_model_file."
+    )
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    """``raw`` parsed as a JSON object, or None when it is not one."""
+    try:
+        value = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def read_model_metadata(path: str | Path) -> ModelMetadata:
@@ -323,7 +340,13 @@ def read_model_metadata(path: str | Path) -> ModelMetadata:
         raise ModelFileError(f"{p}: the geounet metadata is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise ModelFileError(f"{p}: the geounet metadata must be a JSON object.")
-    return ModelMetadata.from_dict(data)
+    try:
+        return ModelMetadata.from_dict(data)
+    except ModelFileError as exc:
+        # from_dict sees only a dict; the message must still name the file it is about.
+        raise ModelFileError(
+            f"{p}: {exc} Re-create the model file with `geounet train` (or save_model_file)."
+        ) from exc
 
 
 def load_model_file(path: str | Path, *, device: str | torch.device = "cpu") -> LoadedModel:

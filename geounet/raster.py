@@ -12,7 +12,8 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +26,8 @@ from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
+from geounet._files import staged_file
+from geounet._gdal_errors import gdal_write_errors, reading_errors
 from geounet._nodata import (
     NodataOverride,
     has_mask_band,
@@ -89,7 +92,7 @@ def _open(path: str | Path) -> rasterio.io.DatasetReader:
     except RasterioIOError as exc:
         raise InputFileError(
             f"cannot read {p} as a raster ({exc}); expected a GeoTIFF/COG/JP2/VRT that GDAL "
-            "can open. Check the file is complete (re-download it) and is a raster."
+            "can open. Check the file is complete and is a raster; re-download or re-create it."
         ) from exc
 
 
@@ -225,15 +228,15 @@ class SceneInfo:
         inner = Window(c0, r0, c1 - c0, r1 - r0)
         dest = out[:, r0 - row0 : r1 - row0, c0 - col0 : c1 - col0]
         ds = self.dataset()
-        if len(self.paths) > 1:
-            # A stacked VRT reads far faster band by band: a multi-band read of sources of
-            # different resolutions took 5 s per 256 px chip instead of 0.2 s (GDAL 3.10).
-            for b in range(self.count):
-                dest[b] = ds.read(b + 1, window=inner)
-        elif len(self.indexes) != ds.count:  # an alpha band left out
-            dest[...] = ds.read(list(self.indexes), window=inner)
-        else:
-            if dest.shape == out.shape:
+        with reading_errors(", ".join(self.paths), inner):
+            if len(self.paths) > 1:
+                # A stacked VRT reads far faster band by band: a multi-band read of sources of
+                # different resolutions took 5 s per 256 px chip instead of 0.2 s (GDAL 3.10).
+                for b in range(self.count):
+                    dest[b] = ds.read(b + 1, window=inner)
+            elif len(self.indexes) != ds.count:  # an alpha band left out
+                dest[...] = ds.read(list(self.indexes), window=inner)
+            elif dest.shape == out.shape:
                 ds.read(window=inner, out=out)  # straight into the result: no temporary + copy
             else:
                 dest[...] = ds.read(window=inner)
@@ -484,15 +487,18 @@ def read_resampled(
     with _open(path) as src:
         if src.crs is None:
             raise CRSError(f"{path} has no CRS; assign one (gdal_edit.py -a_srs EPSG:XXXX).")
-        with WarpedVRT(
-            src,
-            crs=crs,
-            transform=transform,
-            width=shape[1],
-            height=shape[0],
-            resampling=Resampling[resampling],
-            add_alpha=True,
-        ) as vrt:
+        with (
+            WarpedVRT(
+                src,
+                crs=crs,
+                transform=transform,
+                width=shape[1],
+                height=shape[0],
+                resampling=Resampling[resampling],
+                add_alpha=True,
+            ) as vrt,
+            reading_errors(str(path)),
+        ):
             return vrt.read(1), vrt.read(vrt.count) > 0
 
 
@@ -555,7 +561,10 @@ def write_chip(
             profile["zstd_level"] = 1  # level 1 is ~3x faster than 9 for ~5 % more bytes
     if colormap is not None:
         profile["photometric"] = "palette"
-    with rasterio.open(path, "w", **profile) as dst:
+    with (
+        gdal_write_errors(path, needed_bytes=data.nbytes),
+        rasterio.open(path, "w", **profile) as dst,
+    ):
         # The colour table must be set before the pixels: TIFF tags are frozen once data is written.
         if colormap is not None:
             dst.write_colormap(1, colormap)
@@ -575,7 +584,7 @@ def open_block_writer(
     dtype: str,
     nodata: float | None = None,
     colormap: dict[int, tuple[int, int, int, int]] | None = None,
-) -> rasterio.io.DatasetWriter:
+) -> BlockWriter:
     """Open a tiled GeoTIFF on a scene's grid (same CRS and transform) for windowed writes.
 
     This is the working file that prediction fills strip by strip; :func:`write_cog` turns it
@@ -593,10 +602,62 @@ def open_block_writer(
     elif count > 1:
         # Otherwise GDAL calls 3/4 uint8 bands RGB(A) and QGIS takes a class band for alpha.
         profile["photometric"] = "minisblack"
-    dst = rasterio.open(path, "w", **profile)
-    if colormap is not None:
-        dst.write_colormap(1, colormap)
-    return dst
+    needed = height * width * count * np.dtype(dtype).itemsize  # uncompressed: an upper bound
+    writer = BlockWriter(path, needed)
+    with writer.errors():
+        writer.dataset = rasterio.open(path, "w", **profile)
+        if colormap is not None:
+            writer.dataset.write_colormap(1, colormap)
+    return writer
+
+
+class BlockWriter:
+    """A GeoTIFF open for windowed writes whose every GDAL error raises a geounet error.
+
+    Failed writes, and GDAL errors that rasterio only logs, become :class:`OutputError` (or
+    :class:`DiskFullError`) naming the file; see :func:`open_block_writer`.
+    """
+
+    def __init__(self, path: str | Path, needed_bytes: int) -> None:
+        self.path, self.needed_bytes = Path(path), needed_bytes
+        self.dataset: rasterio.io.DatasetWriter | None = None
+
+    @contextmanager
+    def errors(self) -> Iterator[None]:
+        """Translate what a block of GDAL calls on this file raises or logs as an error."""
+        with gdal_write_errors(self.path, needed_bytes=self.needed_bytes):
+            yield
+
+    def _ds(self) -> rasterio.io.DatasetWriter:
+        if self.dataset is None or self.dataset.closed:
+            raise ValueError(f"{self.path} is not open for writing.")
+        return self.dataset
+
+    def write(self, data: np.ndarray, indexes: int | None = None, *, window: Window) -> None:
+        """Write ``data`` (``(bands, h, w)``, or ``(h, w)`` with ``indexes``) into ``window``."""
+        with self.errors():
+            self._ds().write(data, indexes, window=window)
+
+    def write_mask(self, mask: np.ndarray, *, window: Window) -> None:
+        """Write the dataset mask (``(h, w)``, nonzero = valid) into ``window``."""
+        with self.errors():
+            self._ds().write_mask(mask, window=window)
+
+    def update_tags(self, **tags: str) -> None:
+        """Set dataset metadata tags."""
+        with self.errors():
+            self._ds().update_tags(**tags)
+
+    def set_band_description(self, index: int, text: str) -> None:
+        """Name band ``index`` (1-based)."""
+        with self.errors():
+            self._ds().set_band_description(index, text)
+
+    def close(self) -> None:
+        """Flush and close; a flush that fails (a full disk) raises."""
+        if self.dataset is not None and not self.dataset.closed:
+            with self.errors():
+                self.dataset.close()
 
 
 CogResampling = Literal["mode", "average", "nearest"]
@@ -606,17 +667,49 @@ def write_cog(src_path: str | Path, dst_path: str | Path, *, resampling: CogResa
     """Copy a GeoTIFF to a Cloud-Optimized GeoTIFF with overviews, atomically.
 
     Overviews use ``resampling`` (``mode`` for classes: a zoomed-out class map shows the
-    majority class, never an average of class ids). The COG is written to a temporary name
-    and renamed, so ``dst_path`` is either absent or complete.
+    majority class, never an average of class ids). The COG is written to a temporary name,
+    re-opened and checked (:func:`check_raster`), and only then renamed, so ``dst_path`` is
+    either absent or complete. A GDAL error during the copy raises, even one GDAL only logs
+    (a full disk during the COG copy is logged, and the copy "succeeds" with a broken file).
+
+    Raises:
+        DiskFullError: The disk filled; the message says how much was free and needed.
+        OutputError: Any other GDAL error while writing.
     """
     from rasterio.shutil import copy as rio_copy
 
     dst = Path(dst_path)
-    tmp = dst.with_name(f".{dst.name}.partial.tif")
-    with rasterio.Env(**GDAL_ENV):
-        rio_copy(
-            str(src_path), str(tmp), driver="COG", compress="deflate", predictor="yes",
-            blocksize=512, overview_resampling=resampling.upper(), overviews="auto",
-            bigtiff="if_safer", num_threads="all_cpus",
+    # Overviews add a third at most, and DEFLATE is no larger than the working file's ZSTD.
+    needed = Path(src_path).stat().st_size * 4 // 3
+    with staged_file(dst) as tmp, gdal_write_errors(dst, needed_bytes=needed):
+        with rasterio.Env(**GDAL_ENV):
+            rio_copy(
+                str(src_path), str(tmp), driver="COG", compress="deflate", predictor="yes",
+                blocksize=512, overview_resampling=resampling.upper(), overviews="auto",
+                bigtiff="if_safer", num_threads="all_cpus",
+            )  # fmt: skip
+        check_raster(tmp)
+
+
+def check_raster(path: str | Path) -> None:
+    """Re-open a written raster and read its last block and its smallest overview.
+
+    A cheap validity check before a file is published: a truncated file (a full disk, a
+    killed copy) fails here, because its last block is where a tiled GeoTIFF ends.
+
+    Raises:
+        RasterReadError: The file cannot be opened or those pixels cannot be read.
+    """
+    name = str(path)
+    with reading_errors(name), rasterio.open(name) as ds:
+        bh, bw = ds.block_shapes[0]
+        last = Window(
+            (ds.width - 1) // bw * bw, (ds.height - 1) // bh * bh,
+            min(bw, ds.width - (ds.width - 1) // bw * bw),
+            min(bh, ds.height - (ds.height - 1) // bh * bh),
         )  # fmt: skip
-    tmp.replace(dst)
+        ds.read(window=last)
+        factors = ds.overviews(1)
+        if factors:
+            f = factors[-1]
+            ds.read(out_shape=(ds.count, max(1, ds.height // f), max(1, ds.width // f)))

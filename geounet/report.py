@@ -33,7 +33,6 @@ import logging
 import os
 import re
 import shutil
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,7 @@ import rasterio
 from rasterio.enums import Resampling
 
 from geounet import __version__
+from geounet._files import staged_output, write_errors
 from geounet._plots import _rgb_indexes, new_figure, plot_confusion
 from geounet.classes import ClassScheme
 from geounet.errors import GridMismatchError, InputFileError, OutputError
@@ -130,9 +130,7 @@ def write_report(
         raise InputFileError(f"training folder {train_path} does not exist; check the path.")
     _check_output(out)
 
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with staged_output(out) as tmp, write_errors(out):
         sections = [_scene_section(info, scheme)]
         sections.append(_map_section(tmp, info, classes_path, reference_path, scheme))
         if metrics_data is not None:
@@ -144,9 +142,6 @@ def write_report(
         intro = f"Written by geounet {__version__} on {stamp}."
         (tmp / "report.html").write_text(_render_html(heading, intro, sections), encoding="utf-8")
         (tmp / "report.md").write_text(_render_markdown(heading, intro, sections), encoding="utf-8")
-        _replace_dir(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     log.info("wrote report %s", out / "report.html")
     return out / "report.html"
 
@@ -205,17 +200,6 @@ def _check_output(out: Path) -> None:
         raise OutputError(f"cannot create {out.parent} ({exc}); choose a writable folder.") from exc
     if not os.access(out.parent, os.W_OK):
         raise OutputError(f"{out.parent} is not writable; choose another report folder.")
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move the finished folder ``src`` to ``dst``, replacing an older ``dst``."""
-    old = None
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
-        dst.rename(old)
-    src.rename(dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------- maps

@@ -19,8 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,13 +30,22 @@ import numpy as np
 import rasterio
 
 from geounet import __version__
+from geounet._files import staged_file, staged_output, write_errors
+from geounet._gdal_errors import gdal_write_errors
 from geounet._qml import categorized_fill_qml, write_gpkg_style
 from geounet._stats import BandStatsAccumulator
 from geounet.classes import ClassMap, ClassScheme
 from geounet.errors import ConfigError, EmptyChipError, OutputError
 from geounet.grid import Chip, ChipGrid, EdgeMode
 from geounet.labels import LabelSource, label_summary, load_labels
-from geounet.raster import GDAL_ENV, ChipCodec, SceneInfo, open_scene, write_chip
+from geounet.raster import (
+    GDAL_ENV,
+    ChipCodec,
+    SceneInfo,
+    check_raster,
+    open_scene,
+    write_chip,
+)
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +165,8 @@ def assign_splits(grid: ChipGrid, options: TilingOptions) -> dict[tuple[int, int
     return final
 
 
-def _prepare_out_dir(out_dir: Path, overwrite: bool) -> Path:
-    """Check ``out_dir`` can be written and return a fresh temporary sibling to write into."""
+def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Refuse a file, or a non-empty folder without ``overwrite``, before any chip is cut."""
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"output {out_dir} exists and is a file; give a folder path.")
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
@@ -167,15 +174,6 @@ def _prepare_out_dir(out_dir: Path, overwrite: bool) -> Path:
             f"output folder {out_dir} is not empty; pass --overwrite to replace it or choose "
             "another --out."
         )
-    parent = out_dir.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=parent))
-    except OSError as exc:
-        raise OutputError(
-            f"cannot write into {parent}: {exc.strerror}; choose another --out."
-        ) from exc
-    return tmp
 
 
 class _ChipWriter:
@@ -306,13 +304,12 @@ def tile_scene(
     label_source = (
         load_labels(labels, scene, class_map, column=class_column) if labels is not None else None
     )
-    tmp = _prepare_out_dir(out, overwrite)
-    try:
+    _check_out_dir(out, overwrite)
+    # The chips folder is one set: a failure (a full disk) or a kill leaves the old one whole.
+    with staged_output(out) as tmp, write_errors(out):
         result = _write_chips(scene, grid, label_source, class_map.scheme, options, tmp)
-        _finish(tmp, out, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        if not overwrite and out.is_dir() and any(out.iterdir()):
+            raise OutputError(f"{out} was filled while tiling ran; nothing was replaced.")
     return TilingResult(out, *result)
 
 
@@ -391,21 +388,13 @@ def _write_index(path: Path, records: list[dict[str, Any]], scene: SceneInfo) ->
     order = ["chip_id", "split", "image", "label"]
     frame = frame[[c for c in order if c in frame] + [c for c in frame if c not in order]]
     # GeoPackage 1.2: GDAL 3.10 writes 1.4 by default, which QGIS 3.22's GDAL warns about.
-    frame.to_file(path, layer="chips", driver="GPKG", dataset_options={"VERSION": "1.2"})
     # Chips drawn as see-through squares coloured by split, so the imagery stays visible.
     qml = categorized_fill_qml(
         ClassScheme.default(), attr="split", values=SPLIT_COLOURS, fill_alpha=60
     )
-    write_gpkg_style(path, "chips", qml, "splits")
-
-
-def _finish(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Move the finished temporary folder into place (replacing ``out`` when allowed)."""
-    if out.exists():
-        if not overwrite and any(out.iterdir()):
-            raise OutputError(f"{out} was filled while tiling ran; output left in {tmp}.")
-        shutil.rmtree(out)
-    tmp.rename(out)
+    with write_errors(path):
+        frame.to_file(path, layer="chips", driver="GPKG", dataset_options={"VERSION": "1.2"})
+        write_gpkg_style(path, "chips", qml, "splits")
 
 
 def read_index(chips_dir: str | Path) -> Any:
@@ -462,15 +451,15 @@ def write_split_labels(chips_dir: str | Path, split: str, out_path: str | Path) 
         cols = slice(rec.col_off, rec.col_off + rec.width)
         mask[rows, cols] = np.where(data != ignore, data, mask[rows, cols])
     out = Path(out_path)
-    tmp = out.with_name(f".{out.name}.partial.tif")
     profile = {
         "driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": "uint8",
         "crs": rasterio.crs.CRS.from_wkt(meta["scene"]["crs"]),
         "transform": rasterio.Affine(*meta["scene"]["transform"]), "nodata": int(ignore),
         "compress": "deflate", "tiled": True,
     }  # fmt: skip
-    with rasterio.open(tmp, "w", **profile) as dst:
-        dst.write(mask, 1)
-        dst.update_tags(**{SCHEME_TAG: json.dumps(scheme.to_dict())})
-    tmp.replace(out)
+    with staged_file(out) as tmp, gdal_write_errors(out, needed_bytes=mask.nbytes):
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(mask, 1)
+            dst.update_tags(**{SCHEME_TAG: json.dumps(scheme.to_dict())})
+        check_raster(tmp)
     return out

@@ -38,6 +38,7 @@ import lightning.pytorch as pl
 import torch
 
 from geounet import modelfile
+from geounet._files import staged_output, write_text_atomic
 from geounet._lock import is_launch_rank_zero
 from geounet._task import MONITOR, ChipDataModule, OptimizerOptions, SegmentationTask
 from geounet._validation import (
@@ -70,6 +71,8 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.safetensors"
 """Name of the model file :func:`fit` writes into its output folder."""
+PRODUCT_NAMES = (MODEL_FILE, "metrics.json", "plots")
+"""What a finished training publishes as one set (beside Lightning's checkpoints and logs)."""
 
 
 @dataclass(frozen=True)
@@ -473,17 +476,22 @@ def _finish(
         nodata=info.nodata,
         training=summary,
     )
-    model_path = modelfile.save_model_file(run.out / MODEL_FILE, model, metadata)
-    (run.out / "metrics.json").write_text(
-        json.dumps(modelfile.json_ready(summary), indent=2) + "\n"
-    )
-    plots = _plots.write_plots(
-        run.out / "plots",
-        metrics_csv=run.out / "logs" / "metrics.csv",
-        evaluation=evaluation,
-        info=info,
-        best_epoch=best_epoch,
-    )
+    # The products (model file, metrics, plots) are published as one set; the checkpoints and
+    # logs Lightning wrote in place stay (staged_output carries them over as hard links).
+    with staged_output(run.out, owned=PRODUCT_NAMES) as work:
+        modelfile.save_model_file(work / MODEL_FILE, model, metadata)
+        write_text_atomic(
+            work / "metrics.json", json.dumps(modelfile.json_ready(summary), indent=2) + "\n"
+        )
+        written = _plots.write_plots(
+            work / "plots",
+            metrics_csv=run.out / "logs" / "metrics.csv",
+            evaluation=evaluation,
+            info=info,
+            best_epoch=best_epoch,
+        )
+    model_path = run.out / MODEL_FILE
+    plots = {name: run.out / Path(p).relative_to(work) for name, p in written.items()}
     log.info("val mIoU %.3f (best epoch %d); wrote %s", metrics["miou"], best_epoch, model_path)
     return TrainResult(
         run.out, model_path, run.best, run.epochs, best_epoch, metrics, run.seconds, plots

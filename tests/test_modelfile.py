@@ -57,7 +57,7 @@ def test_round_trip_keeps_every_tensor_and_the_metadata(tmp_path):
     assert read_model_metadata(path).bands == BANDS
     x = torch.randn(1, 4, 16, 16)
     assert torch.equal(model.eval()(x), loaded.model(x))
-    assert not list(tmp_path.glob(".*.partial"))  # atomic write left no temporary file
+    assert not list(tmp_path.glob(".*"))  # the atomic write left no temporary file
     assert path.stat().st_mode & 0o044  # readable by others (umask), not mkstemp's 0600
 
 
@@ -146,3 +146,60 @@ def test_loaded_model_goes_to_the_requested_device(tmp_path):
     loaded = load_model_file(path, device="cpu")
     assert next(loaded.model.parameters()).device.type == "cpu"
     assert loaded.metadata.in_channels == 4 and loaded.metadata.num_classes == 4
+
+
+def test_a_header_length_of_128_mod_256_is_a_model_file_not_a_pickle(tmp_path):
+    # The first byte of such a file is 0x80, the pickle PROTO opcode; the file is still valid.
+    model, metadata = _model_and_metadata()
+    for pad in range(0, 512, 8):
+        meta = ModelMetadata(**{**metadata.__dict__, "training": {"pad": "x" * pad}})
+        path = save_model_file(tmp_path / f"m{pad}.safetensors", model, meta)
+        length = struct.unpack("<Q", path.read_bytes()[:8])[0]
+        if length % 256 == 128:
+            break
+        path.unlink()
+    else:
+        pytest.fail("no padding gave a header length of 128 mod 256")
+    assert path.read_bytes()[:1] == b"\x80"
+    loaded = load_model_file(path)
+    assert loaded.metadata.training["pad"] == "x" * pad
+    x = torch.randn(1, 4, 16, 16)
+    assert torch.equal(model.eval()(x), loaded.model(x))
+
+
+class _Payload:
+    """Unpickling this object creates a file: proof that a pickle was (or was not) loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_a_malicious_pickle_is_refused_and_its_payload_never_runs(tmp_path, protocol):
+    import pickle
+
+    marker = tmp_path / "payload-ran"
+    evil = tmp_path / "evil.safetensors"
+    evil.write_bytes(pickle.dumps({"state_dict": _Payload(marker)}, protocol=protocol))
+    with pytest.raises(ModelFileError, match="pickle"):
+        load_model_file(evil)
+    assert not marker.exists()
+
+
+def test_truncated_and_incomplete_metadata_name_the_file(tmp_path):
+    model, metadata = _model_and_metadata()
+    path = save_model_file(tmp_path / "m.safetensors", model, metadata)
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(path.read_bytes()[:100])  # the header says more bytes than the file has
+    with pytest.raises(ModelFileError, match="cut.safetensors.*header length"):
+        load_model_file(cut)
+    from safetensors.torch import save_file
+
+    partial = tmp_path / "partial.safetensors"
+    meta = {"format_version": 1, "bands": list(BANDS)}
+    save_file({"w": torch.zeros(2)}, partial, metadata={"geounet": json.dumps(meta)})
+    with pytest.raises(ModelFileError, match=r"partial\.safetensors: model metadata lacks"):
+        read_model_metadata(partial)

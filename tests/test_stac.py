@@ -98,7 +98,7 @@ def test_item_describes_every_output(job: Path) -> None:
     assert data["assets"]["classes"]["raster:bands"][0]["nodata"] == 255
     assert data["assets"]["classes"]["raster:bands"][0]["data_type"] == "uint8"
     assert len(data["assets"]["probabilities"]["raster:bands"]) == 4
-    assert not list(job.glob(".*.tmp"))  # the temporary file was renamed away
+    assert not list(job.glob(".*.tmp*"))  # the temporary file was renamed away
 
     item = pystac.Item.from_file(str(path))
     assert item.id == "demo"

@@ -11,14 +11,16 @@ from geounet.cli._errors import guarded
 
 
 def _parse_sets(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict:
-    import yaml
+    from geounet.config import parse_override
+    from geounet.errors import ConfigError
 
     overrides: dict[str, Any] = {}
     for item in values:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"expected KEY=VALUE (e.g. train.epochs=5), got {item!r}.")
-        overrides[key.strip()] = yaml.safe_load(text)
+        try:
+            key, value = parse_override(item)
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc)) from exc
+        overrides[key] = value
     return overrides
 
 
