@@ -122,3 +122,43 @@ def write_gpkg_style(path: Path, layer: str, qml: str, name: str) -> None:
         path, None, data, [*fields, "update_time"], layer="layer_styles", driver="GPKG",
         append=True, gdal_tz_offsets={"update_time": np.array([100])},  # GDAL's flag for UTC
     )  # fmt: skip
+
+
+def read_category_names(raster: Path) -> dict[int, str]:
+    """Band 1's category names from a raster's PAM sidecar (``NAME.aux.xml``), by pixel value.
+
+    Both GDAL forms are read: ``<CategoryNames>`` (index = value) and a raster attribute table
+    (``<GDALRasterAttributeTable>``) with a value column (usage MinMax or Min) and a name column
+    (usage Name). Empty names are left out; no sidecar gives ``{}``.
+    """
+    import xml.etree.ElementTree as ET
+
+    aux = raster.with_name(raster.name + ".aux.xml")
+    if not aux.is_file():
+        return {}
+    try:
+        root = ET.parse(aux).getroot()
+    except ET.ParseError:
+        return {}
+    band = next((b for b in root.iter("PAMRasterBand") if b.get("band", "1") == "1"), None)
+    if band is None:
+        return {}
+    names: dict[int, str] = {}
+    cats = band.find("CategoryNames")
+    if cats is not None:
+        for value, cat in enumerate(cats.findall("Category")):
+            if (cat.text or "").strip():
+                names[value] = cat.text.strip()  # type: ignore[union-attr]
+    rat = band.find("GDALRasterAttributeTable")
+    if rat is not None:
+        usage = {
+            int(f.findtext("Usage", "0")): int(f.get("index", "0")) for f in rat.iter("FieldDefn")
+        }
+        value_col = usage.get(5, usage.get(3))  # GFU_MinMax, else GFU_Min
+        name_col = usage.get(2)  # GFU_Name
+        if value_col is not None and name_col is not None:
+            for row in rat.iter("Row"):
+                cells = [f.text or "" for f in row.findall("F")]
+                if max(value_col, name_col) < len(cells) and cells[name_col].strip():
+                    names[int(float(cells[value_col]))] = cells[name_col].strip()
+    return names

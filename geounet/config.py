@@ -28,7 +28,31 @@ class TileConfig(_Model):
     out: Path = Field(description="output chips folder")
     labels: Path | None = Field(None, description="polygons (GPKG/GeoJSON/SHP) or a class raster")
     class_column: str | None = Field(None, description="label attribute holding the class values")
-    class_map: Path | None = Field(None, description="YAML mapping attribute values to classes")
+    class_map: Path | None = Field(
+        None, description="class-map YAML: classes and the values of each (docs/labels.md)"
+    )
+    classes_from_labels: bool | None = Field(
+        None,
+        description="take the classes from the class raster (its categories, colours or "
+        "distinct codes); default: yes when no class_map is given",
+    )
+    background: Literal["ignore", "unlabelled"] = Field(
+        "ignore",
+        description="pixels outside every polygon: ignored (255), or the background class "
+        "('unlabelled': footprint labels)",
+    )
+    background_class: str | None = Field(
+        None, description="class of the unlabelled pixels (default: class 0)"
+    )
+    ignore_buffer_m: float = Field(
+        0.0, ge=0, description="ring of ignore around the polygons (background: unlabelled)"
+    )
+    display_bands: str | list[str | int] | None = Field(
+        None,
+        description="red, green, blue bands of true-colour maps: names, 1-based indexes or a "
+        "preset (sentinel2, landsat8-9, landsat5-7, planetscope4, planetscope8, naip); "
+        "default: from the band names",
+    )
     chip_size: int = Field(256, ge=8, le=8192, description="chip side in pixels")
     stride: int | None = Field(None, ge=1, description="step between chips (default: chip_size)")
     edge: Literal["shift", "pad"] = Field("shift", description="last chip shifted inward or padded")
@@ -52,13 +76,17 @@ class TileConfig(_Model):
     def _stride_fits(self) -> TileConfig:
         if self.stride is not None and self.stride > self.chip_size:
             raise ValueError(f"stride {self.stride} > chip_size {self.chip_size} leaves gaps")
+        if self.background == "ignore" and (self.ignore_buffer_m or self.background_class):
+            raise ValueError("ignore_buffer_m and background_class need background: unlabelled")
         return self
 
     def tiling_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`geounet.tiling.tile_scene` (options built here)."""
         from geounet.classes import ClassMap
+        from geounet.labels import LabelOptions
         from geounet.tiling import TilingOptions
 
+        display = self.display_bands
         options = TilingOptions(
             chip_size=self.chip_size,
             stride=self.stride,
@@ -69,6 +97,13 @@ class TileConfig(_Model):
             seed=self.seed,
             compress=self.compress,
             workers=self.workers,
+            labels=LabelOptions(
+                background=self.background,
+                background_class=self.background_class,
+                ignore_buffer_m=self.ignore_buffer_m,
+                classes_from_labels=self.classes_from_labels,
+            ),
+            display_bands=tuple(display) if isinstance(display, list) else display,
         )
         class_map = ClassMap.from_yaml(self.class_map) if self.class_map else None
         return {
@@ -110,11 +145,16 @@ def _resolve_paths(section: dict[str, Any], base: Path) -> dict[str, Any]:
     return out
 
 
-def read_yaml(path: str | Path, what: str = "config") -> dict[str, Any]:
-    """Read a YAML mapping, with errors naming the file (``what`` says what it should be)."""
+def read_yaml(
+    path: str | Path, what: str = "config", loader: type[yaml.SafeLoader] = yaml.SafeLoader
+) -> dict[str, Any]:
+    """Read a YAML mapping, with errors naming the file (``what`` says what it should be).
+
+    ``loader`` is a safe loader class (class maps use one that reads every value as text).
+    """
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.load(p.read_text(), Loader=loader)  # noqa: S506 - a SafeLoader subclass
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {p}: {exc.strerror}.") from exc
     except yaml.YAMLError as exc:

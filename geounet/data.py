@@ -157,6 +157,8 @@ class ChipsInfo:
         chip_size: Chip side in pixels (``tiling.json`` options).
         res: Pixel size ``(x, y)`` in CRS units.
         crs: The scene CRS as ``EPSG:n`` when it has a code, else WKT (informational).
+        display_bands: The bands drawn as red, green, blue (``tiling.json``); ``None`` for
+            folders tiled before it was recorded (then recognised from the band names).
     """
 
     path: Path
@@ -166,6 +168,7 @@ class ChipsInfo:
     chip_size: int
     res: tuple[float, float]
     crs: str | None
+    display_bands: tuple[str, ...] | None = None
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -206,6 +209,7 @@ def read_chips_info(chips_dir: str | Path) -> ChipsInfo:
         chip_size=int((tiling.get("options") or {}).get("chip_size", 0)),
         res=(float(res[0]), float(res[1])),
         crs=f"EPSG:{epsg}" if epsg else scene.get("crs"),
+        display_bands=tuple(tiling["display_bands"]) if tiling.get("display_bands") else None,
     )
 
 

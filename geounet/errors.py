@@ -74,3 +74,7 @@ class NotGeoreferencedWarning(GeounetWarning):
 
 class ReprojectionWarning(GeounetWarning):
     """Data was reprojected to the scene CRS on the fly."""
+
+
+class LabelWarning(GeounetWarning):
+    """Labels that tile but train a misleading model, e.g. only one class labelled."""

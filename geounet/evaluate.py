@@ -56,7 +56,7 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from geounet._files import write_text_atomic
-from geounet.classes import SCHEME_TAG, ClassMap, ClassScheme
+from geounet.classes import SCHEME_TAG, ClassMap, ClassScheme, no_negatives_message
 from geounet.errors import ConfigError, InputFileError, LabelError, OutputError
 from geounet.grid import Chip
 from geounet.labels import RASTER_SUFFIXES, LabelSource, RasterLabels, VectorLabels, load_labels
@@ -229,7 +229,9 @@ def evaluate_prediction(
     Returns:
         JSON-ready metrics: ``prediction``, ``reference``, ``reference_kind`` (``"raster"`` or
         ``"vector"``), ``crs``, ``shape``, ``pixels_total``, ``pixels_excluded``, everything
-        :func:`metrics_from_confusion` returns, and ``objects`` (``iou_threshold``,
+        :func:`metrics_from_confusion` returns, ``absent_classes`` (classes without a
+        reference pixel: no IoU, left out of the means), ``warnings`` (e.g. a reference holding
+        one class only: no negatives, a meaningless score), and ``objects`` (``iou_threshold``,
         ``min_area_m2`` and per class ``n_pred``, ``n_ref``, ``tp``, ``fp``, ``fn``,
         ``precision``, ``recall``, ``f1``, ``mean_matched_iou``).
 
@@ -269,14 +271,24 @@ def evaluate_prediction(
                 "values map to classes (--class-map, --class-column)."
             )
         metrics = metrics_from_confusion(cm, scheme.names)
-        log.info("%s vs %s: %d pixels evaluated, overall accuracy %.4f", pred_path, ref_path,
-                 metrics["pixels_evaluated"], metrics["overall_accuracy"])
+        log.info(
+            "%s vs %s: %d pixels evaluated, overall accuracy %.4f",
+            pred_path,
+            ref_path,
+            metrics["pixels_evaluated"],
+            metrics["overall_accuracy"],
+        )
         objects = None
         if object_ids:
             ref_raster = judged[0] if judged else None
             refs = _reference_objects(source, scene, scheme, object_ids, ref_raster, min_area_m2)
-            preds = _raster_objects(judged[1] if judged else pred_path, scheme, object_ids,
-                                    Path(tmp) / "predicted.gpkg", min_area_m2)
+            preds = _raster_objects(
+                judged[1] if judged else pred_path,
+                scheme,
+                object_ids,
+                Path(tmp) / "predicted.gpkg",
+                min_area_m2,
+            )
             objects = {
                 "iou_threshold": iou_threshold,
                 "min_area_m2": min_area_m2,
@@ -286,6 +298,12 @@ def evaluate_prediction(
                 },
             }
     total = scene.shape[0] * scene.shape[1]
+    absent = [n for n in scheme.names if metrics["per_class"][n]["support"] == 0]
+    if absent:
+        log.info("classes absent from the reference %s: %s", ref_path, absent)
+    no_negatives = no_negatives_message(metrics["mean"]["classes"], f"the reference {ref_path}")
+    if no_negatives is not None:
+        log.warning(no_negatives)
     return {
         "prediction": str(pred_path),
         "reference": str(ref_path),
@@ -295,6 +313,8 @@ def evaluate_prediction(
         "pixels_total": total,
         "pixels_excluded": total - metrics["pixels_evaluated"],
         **metrics,
+        "absent_classes": absent,
+        "warnings": [no_negatives] if no_negatives is not None else [],
         "objects": objects,
     }
 
@@ -419,8 +439,13 @@ def _confusion_pass(
                 pred = scene.read(chip.window)[0]
                 ref = source.mask(chip)
                 if footprint is not None and not footprint.contains(shapely.box(*chip.bounds)):
-                    inside = rasterize([(footprint, 1)], out_shape=chip.shape,
-                                       transform=chip.transform, fill=0, dtype="uint8")
+                    inside = rasterize(
+                        [(footprint, 1)],
+                        out_shape=chip.shape,
+                        transform=chip.transform,
+                        fill=0,
+                        dtype="uint8",
+                    )
                     ref = np.where(inside == 1, ref, np.uint8(ignore))
                 if writers:
                     writers[0].write(ref, 1, window=chip.window)
@@ -448,8 +473,13 @@ def _raster_objects(
     """4-connected regions of a class raster, per class id, as shapely polygons."""
     import pyogrio
 
-    vectorize_raster(path, gpkg, min_area_m2=min_area_m2, classes=[scheme.names[k] for k in ids],
-                     block_size=_BLOCK_SIZE)
+    vectorize_raster(
+        path,
+        gpkg,
+        min_area_m2=min_area_m2,
+        classes=[scheme.names[k] for k in ids],
+        block_size=_BLOCK_SIZE,
+    )
     frame = pyogrio.read_dataframe(gpkg, layer=LAYER_NAME, columns=["class_id"])
     class_id, geoms = frame["class_id"].to_numpy(), frame.geometry.to_numpy()
     return {k: geoms[class_id == k] for k in ids}

@@ -22,9 +22,10 @@ import os
 import shutil
 import tempfile
 import threading
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,17 @@ import rasterio
 from geounet import __version__
 from geounet._qml import categorized_fill_qml, write_gpkg_style
 from geounet._stats import BandStatsAccumulator
-from geounet.classes import ClassMap, ClassScheme
-from geounet.errors import ConfigError, EmptyChipError, OutputError
+from geounet.classes import ClassMap, ClassScheme, no_negatives_message
+from geounet.errors import ConfigError, EmptyChipError, LabelWarning, OutputError
 from geounet.grid import Chip, ChipGrid, EdgeMode
-from geounet.labels import LabelSource, label_summary, load_labels
+from geounet.labels import (
+    RASTER_SUFFIXES,
+    LabelOptions,
+    LabelSource,
+    class_map_from_raster,
+    label_summary,
+    load_labels,
+)
 from geounet.raster import GDAL_ENV, ChipCodec, SceneInfo, open_scene, write_chip
 
 log = logging.getLogger(__name__)
@@ -69,6 +77,11 @@ class TilingOptions:
         seed: Seed of the block -> split draw.
         compress: Lossless codec of the chip GeoTIFFs.
         workers: Threads reading and writing chips (``None``: one per CPU).
+        labels: Background of polygon labels and where the classes come from
+            (:class:`geounet.labels.LabelOptions`).
+        display_bands: Bands drawn as red, green, blue (names, 1-based indexes or a sensor
+            preset, :func:`geounet.display.rgb_indexes`); ``None``: detected from the band
+            names. Checked against the scene and kept in ``tiling.json`` for the plots.
     """
 
     chip_size: int = 256
@@ -80,6 +93,8 @@ class TilingOptions:
     seed: int = 0
     compress: ChipCodec = "zstd"
     workers: int | None = None
+    labels: LabelOptions = field(default_factory=LabelOptions)
+    display_bands: str | tuple[str | int, ...] | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.max_nodata_fraction <= 1.0:
@@ -291,13 +306,19 @@ def tile_scene(
             the scene, chip larger than the scene, output not writable), raised before any chip
             is written.
     """
+    from geounet.display import rgb_indexes
+
     options = options or TilingOptions()
-    class_map = class_map or ClassMap(ClassScheme.default())
     out = Path(out_dir)
     scene = open_scene(scene_paths)
+    # A bad display_bands setting fails here, before any work.
+    rgb_indexes(scene.bands, options.display_bands, scene_name=scene.name)
     grid = ChipGrid.from_scene(scene, options.chip_size, options.effective_stride, options.edge)
+    class_map = _resolve_class_map(labels, scene, class_map, options.labels)
     label_source = (
-        load_labels(labels, scene, class_map, column=class_column) if labels is not None else None
+        load_labels(labels, scene, class_map, column=class_column, options=options.labels)
+        if labels is not None
+        else None
     )
     tmp = _prepare_out_dir(out, overwrite)
     try:
@@ -309,6 +330,49 @@ def tile_scene(
     return TilingResult(out, *result)
 
 
+def _resolve_class_map(
+    labels: str | Path | None, scene: SceneInfo, class_map: ClassMap | None, opts: LabelOptions
+) -> ClassMap:
+    """The class map of a tiling: the given one, one taken from a class raster, or the default."""
+    is_raster = labels is not None and Path(labels).suffix.lower() in RASTER_SUFFIXES
+    if opts.classes_from_labels and not is_raster:
+        raise ConfigError(
+            f"classes_from_labels applies to class rasters; {labels} is not one. For polygons "
+            "give a class map (docs/labels.md)."
+        )
+    if not is_raster:
+        return class_map or ClassMap(ClassScheme.default())
+    from_labels = opts.classes_from_labels
+    if from_labels is None:  # the default: a class raster without a map brings its classes
+        from_labels = class_map is None
+    if from_labels and class_map is not None:
+        raise ConfigError(
+            f"both a class map and classes_from_labels: true were given for {labels}; drop one "
+            "(the class map chooses the classes, classes_from_labels takes the raster's)."
+        )
+    if from_labels:
+        return class_map_from_raster(Path(labels), scene)  # type: ignore[arg-type]
+    if class_map is None:
+        log.warning(
+            "label raster %s: no class map and classes_from_labels is false, so its values are "
+            "read as ids of the default classes %s (other values ignored).",
+            labels,
+            ClassScheme.default().names,
+        )
+        return ClassMap(ClassScheme.default())
+    return class_map
+
+
+def _class_pixels(records: list[dict[str, Any]], scheme: ClassScheme) -> dict[str, int]:
+    """Labelled pixels per class over the written chips; warns when only one class has any."""
+    pixels = {c.name: sum(int(r.get(f"px_{c.name}", 0)) for r in records) for c in scheme.classes}
+    msg = no_negatives_message([name for name, n in pixels.items() if n > 0], "the chips")
+    if msg is not None:
+        log.warning(msg)
+        warnings.warn(msg, LabelWarning, stacklevel=4)
+    return pixels
+
+
 def _write_chips(
     scene: SceneInfo,
     grid: ChipGrid,
@@ -318,6 +382,8 @@ def _write_chips(
     tmp: Path,
 ) -> tuple[int, int, int, dict[str, int]]:
     from tqdm.auto import tqdm
+
+    from geounet.display import rgb_indexes
 
     (tmp / "images").mkdir()
     if labels is not None:
@@ -360,10 +426,16 @@ def _write_chips(
         "options": {
             k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(options).items()
         },
+        "display_bands": [
+            scene.bands[i]
+            for i in rgb_indexes(scene.bands, options.display_bands, scene_name=scene.name)
+        ],
         "labels": label_summary(labels) if labels is not None else None,
         "chips": {"grid": len(chips), "written": len(records), "skipped_nodata": skipped},
         "splits": split_counts,
     }
+    if labels is not None:
+        meta["class_pixels"] = _class_pixels(records, scheme)
     (tmp / "tiling.json").write_text(json.dumps(meta, indent=2) + "\n")
     log.info(
         "%s: %d chips written (%d skipped as nodata); splits %s",

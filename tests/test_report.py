@@ -18,7 +18,7 @@ from geounet.classes import ClassInfo, ClassScheme
 from geounet.errors import GridMismatchError, InputFileError, OutputError
 from geounet.evaluate import metrics_from_confusion
 from geounet.raster import open_scene
-from geounet.report import write_report
+from geounet.report import ReportOptions, write_report
 from geounet.sample_data import make_synthetic_scene
 
 SHAPE = (60, 100)  # (height, width): wider than high, so a swapped axis shows
@@ -167,7 +167,7 @@ def test_text_is_escaped(job: dict[str, Path], tmp_path: Path) -> None:
     classes = write_classes(tmp_path / "odd.tif", (class_array() % 2).astype(np.uint8),
                             scheme=scheme)  # fmt: skip
     html = write_report(job["out"], scene=job["scene"], classes=classes,
-                        title="<script>alert(1)</script>").read_text()  # fmt: skip
+                        options=ReportOptions(title="<script>alert(1)</script>")).read_text()  # fmt: skip
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "a&lt;b&gt;&amp;c" in html and "a<b>" not in html
     md = (job["out"] / "report.md").read_text()
