@@ -63,6 +63,14 @@ class ClassEntry(BaseModel):
         description="display colour: '#rrggbb' or [r, g, b] in 0..255"
     )
 
+    @field_validator("color")
+    @classmethod
+    def _colour(cls, value: str | tuple[int, int, int]) -> str | tuple[int, int, int]:
+        from geounet.classes import _parse_colour
+
+        _parse_colour(value, "color")  # raises ConfigError, a ValueError: reported per key
+        return value
+
 
 class ClassMapFile(BaseModel):
     """A class-map file: the class scheme and the label values that map to each class."""
