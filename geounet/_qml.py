@@ -151,11 +151,18 @@ def read_category_names(raster: Path) -> dict[int, str]:
                 names[value] = cat.text.strip()  # type: ignore[union-attr]
     rat = band.find("GDALRasterAttributeTable")
     if rat is not None:
-        usage = {
-            int(f.findtext("Usage", "0")): int(f.get("index", "0")) for f in rat.iter("FieldDefn")
-        }
-        value_col = usage.get(5, usage.get(3))  # GFU_MinMax, else GFU_Min
-        name_col = usage.get(2)  # GFU_Name
+        fields = rat.findall("FieldDefn")
+        by_usage = {int(f.findtext("Usage", "0")): int(f.get("index", "0")) for f in fields}
+        by_name = {f.findtext("Name", "").lower(): int(f.get("index", "0")) for f in fields}
+        # Usage MinMax (5) or Min (3) and Name (2); tables written with generic usage (ArcGIS,
+        # some QGIS exports) are found by their usual column names instead.
+        value_col = by_usage.get(5, by_usage.get(3, by_name.get("value")))
+        name_col = by_usage.get(2)
+        if name_col is None:
+            name_col = next(
+                (by_name[n] for n in ("class_name", "classname", "class", "name") if n in by_name),
+                None,
+            )
         if value_col is not None and name_col is not None:
             for row in rat.iter("Row"):
                 cells = [f.text or "" for f in row.findall("F")]

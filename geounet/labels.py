@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import rasterio.errors
 import rasterio.windows
 from rasterio.features import rasterize
 from shapely.geometry import box
@@ -241,7 +242,7 @@ def load_labels(
     return VectorLabels(source.frame, source.ignore_index, background, rings)
 
 
-def class_map_from_raster(path: str | Path, scene: SceneInfo) -> ClassMap:
+def class_map_from_raster(path: str | Path, scene: SceneInfo | None) -> ClassMap:
     """The classes of a class raster, taken from the raster itself (no class map given).
 
     In order: the geounet scheme it carries (the ``GEOUNET_CLASSES`` tag of a geounet class
@@ -252,7 +253,8 @@ def class_map_from_raster(path: str | Path, scene: SceneInfo) -> ClassMap:
 
     Args:
         path: The class raster.
-        scene: The scene; distinct codes are counted over its footprint only.
+        scene: The scene; distinct codes are counted over its footprint only (``None``: over
+            the whole raster, e.g. one class map for many scenes).
 
     Returns:
         A class map whose values are the codes (as text) -> ids.
@@ -286,19 +288,28 @@ def class_map_from_raster(path: str | Path, scene: SceneInfo) -> ClassMap:
             codes = sorted(k for k in names if k != nodata)
             origin = "its category names"
         else:
-            left, bottom, right, top = transform_bounds(scene.crs, src.crs, *scene.bounds)
-            window = from_bounds(left, bottom, right, top, src.transform)
-            window = (
-                window.round_offsets()
-                .round_lengths()
-                .intersection(rasterio.windows.Window(0, 0, src.width, src.height))
+            window: rasterio.windows.Window | None = rasterio.windows.Window(
+                0, 0, src.width, src.height
             )
-            codes = _distinct_codes(src, window, nodata)
-            origin = "its distinct codes over the scene"
+            origin = "its distinct codes"
+            if scene is not None:
+                bounds = transform_bounds(scene.crs, src.crs, *scene.bounds)
+                try:
+                    window = (
+                        from_bounds(*bounds, transform=src.transform)
+                        .round_offsets()
+                        .round_lengths()
+                        .intersection(window)
+                    )
+                except rasterio.errors.WindowError:  # no overlap: no code
+                    window = None
+                origin += " over the scene"
+            codes = _distinct_codes(src, window, nodata) if window is not None else []
     if not codes:
+        where = f"the scene {scene.name}" if scene is not None else "its extent"
         raise LabelError(
-            f"label raster {p} holds no code over the scene {scene.name} (only nodata); check "
-            "that it covers the scene."
+            f"label raster {p} holds no code over {where} (only nodata); check that it covers "
+            "the scene and that its nodata value is right."
         )
     infos, taken = [], set()
     for i, code in enumerate(codes):

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from _rasters import write_class_raster
 from affine import Affine
 from PIL import Image
 
@@ -14,8 +15,6 @@ from geounet.display import SENSOR_PRESETS, rgb_indexes
 from geounet.errors import BandMismatchError, ConfigError
 from geounet.raster import open_scene
 from geounet.report import ReportOptions, write_report
-
-from ._rasters import write_class_raster
 
 GRID = Affine(30, 0, 330000.0, 0, -30, 5822040.0)
 SHAPE = (40, 60)

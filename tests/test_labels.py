@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
+from _rasters import write_class_raster
 from affine import Affine
 from shapely.geometry import box
 
@@ -20,8 +21,6 @@ from geounet.evaluate import evaluate_prediction
 from geounet.labels import LabelOptions
 from geounet.sample_data import make_synthetic_labels, make_synthetic_scene
 from geounet.tiling import TilingOptions, read_index, tile_scene, write_split_labels
-
-from ._rasters import write_class_raster
 
 X0, Y0 = 330000.0, 5822040.0
 GRID = Affine(10.0, 0, X0, 0, -10.0, Y0)
@@ -238,3 +237,23 @@ def test_background_options_are_checked(tmp_path, scene):
     with pytest.raises(ConfigError, match=r"'grass' is not a class; the classes are \['other'"):
         tile_scene(scene, tmp_path / "c", labels=write_footprints(tmp_path),
                    class_map=ClassMap.from_dict(FOOTPRINT_MAP), options=options)  # fmt: skip
+
+
+def test_a_raster_attribute_table_names_the_classes(tmp_path, scene):
+    labels = write_landcover(tmp_path / "lc.tif", categories=False)
+    rows = "".join(
+        f'<Row index="{i}"><F>{code}</F><F>{100 * code}</F><F>{name}</F></Row>'
+        for i, (code, name) in enumerate(zip(range(1, 8), LANDCOVER, strict=True))
+    )
+    (tmp_path / "lc.tif.aux.xml").write_text(
+        '<PAMDataset><PAMRasterBand band="1"><GDALRasterAttributeTable>'
+        '<FieldDefn index="0"><Name>Value</Name><Type>0</Type><Usage>0</Usage></FieldDefn>'
+        '<FieldDefn index="1"><Name>Count</Name><Type>0</Type><Usage>1</Usage></FieldDefn>'
+        '<FieldDefn index="2"><Name>Class_Name</Name><Type>2</Type><Usage>0</Usage></FieldDefn>'
+        f"{rows}</GDALRasterAttributeTable></PAMRasterBand></PAMDataset>"
+    )
+    out = tmp_path / "chips"
+    tile_scene(scene, out, labels=labels, options=TilingOptions(chip_size=32))
+    assert ClassScheme.read_json(out / "classes.json").names == LANDCOVER
+    expected = np.where(landcover_codes() == 0, 255, landcover_codes() - 1).astype(np.uint8)
+    np.testing.assert_array_equal(mosaic(out), expected)
