@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from shapely.geometry import box
 
 from geounet.classes import ClassScheme
 from geounet.config import TileConfig, TrainConfig, load_job_config, load_section
+from geounet.errors import LabelWarning
 from geounet.job import run_job
 from geounet.sample_data import (
     SAMPLE_LANDCOVER,
@@ -133,6 +135,22 @@ def test_the_footprint_job_labels_background_and_a_poor_model_scores_below_one(t
     assert result.metrics["classes"] == ["other", "building"]
     assert result.metrics["per_class"]["other"]["support"] > 0
     assert result.metrics["mean"]["iou"] < 1.0 and result.metrics["warnings"] == []
+
+    # The same footprints read the old way (outside them ignored): tiling warns, and the
+    # training summary and the evaluation flag their scores as meaningless.
+    job = job.model_copy(update={
+        "out": tmp_path / "ignored",
+        "tile": job.tile.model_copy(update={"background": "ignore", "ignore_buffer_m": 0.0,
+                                            "out": tmp_path / "ignored" / "tile"}),
+        "train": job.train.model_copy(update={"chips": tmp_path / "ignored" / "tile",
+                                              "out": tmp_path / "ignored" / "train"}),
+    })  # fmt: skip
+    with pytest.warns(LabelWarning, match="only class 'building' is labelled in the chips"):
+        flagged = run_job(job)
+    summary = json.loads((tmp_path / "ignored" / "train" / "metrics.json").read_text())
+    assert "meaningless" in summary["warnings"][0]
+    assert flagged.metrics["absent_classes"] == ["other"]
+    assert "no negatives" in flagged.metrics["warnings"][0]
 
 
 def test_the_class_raster_job_takes_the_rasters_classes(tmp_path, caplog):

@@ -202,3 +202,15 @@ def test_bad_inputs(job: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="not a folder"):
         write_report(tmp_path / "file", **kwargs)
     assert not job["out"].exists()
+
+
+def test_the_report_names_absent_classes_and_meaningless_scores(job: dict[str, Path]) -> None:
+    metrics = json.loads(job["metrics"].read_text())
+    # The fixture's confusion matrix has no water or building reference pixel.
+    metrics |= {"scored": "test split", "absent_classes": ["water", "building"],
+                "warnings": ["only class 'other' is labelled in the reference"]}  # fmt: skip
+    html = write_report(job["out"], scene=job["scene"], classes=job["classes"], metrics=metrics)
+    md = (job["out"] / "report.md").read_text()
+    for text in (html.read_text(), md):
+        assert "Absent from the reference (test split): water, building." in text
+        assert "Warning: only class &#x27;other&#x27;" in text or "Warning: only class 'other'" in text
