@@ -8,7 +8,8 @@ Output layout (``out_dir``)::
                            split, nodata fraction and pixel count per class
     stats.json             per-band mean/std/min/max/percentiles over the scene's valid pixels
     classes.json           the class scheme: id, name, colour (and the ignore index)
-    tiling.json            the scene, the options and the counts, for later stages
+    tiling.json            the scene, the options and the counts (chips, labelled pixels per
+                           class), the display bands, for later stages
 
 Everything is validated before the first chip is written, and the folder is written under a
 temporary name and renamed at the end, so a failed run never leaves a half-written output.
@@ -36,6 +37,7 @@ from geounet import __version__
 from geounet._qml import categorized_fill_qml, write_gpkg_style
 from geounet._stats import BandStatsAccumulator
 from geounet.classes import ClassMap, ClassScheme, no_negatives_message
+from geounet.display import rgb_indexes
 from geounet.errors import ConfigError, EmptyChipError, LabelWarning, OutputError
 from geounet.grid import Chip, ChipGrid, EdgeMode
 from geounet.labels import (
@@ -292,10 +294,13 @@ def tile_scene(
         scene_paths: One multi-band raster, or several single-band files stacked in order.
         out_dir: Output folder (created; must be empty unless ``overwrite``).
         labels: Vector polygons or a class raster; ``None`` writes images only.
-        class_map: Attribute value -> class mapping and scheme (default scheme, no mapping,
-            when ``None``: then raster labels must hold class ids directly).
+        class_map: Attribute value (or raster code) -> class mapping and scheme. ``None``: a
+            class raster brings its own classes (:func:`geounet.labels.class_map_from_raster`,
+            logged; ``options.labels.classes_from_labels=False`` reads its values as ids of
+            the default scheme instead); polygons get the default scheme.
         class_column: Attribute column of vector labels (default: the class map's column).
-        options: Chip size, stride, edge handling, split and codec.
+        options: Chip size, stride, edge handling, split, codec, label background and
+            display bands.
         overwrite: Replace an existing non-empty ``out_dir``.
 
     Returns:
@@ -303,11 +308,10 @@ def tile_scene(
 
     Raises:
         GeounetError: Bad input (no CRS, unreadable file, missing class column, labels not on
-            the scene, chip larger than the scene, output not writable), raised before any chip
-            is written.
+            the scene, chip larger than the scene, output not writable, display bands the scene
+            lacks, a class map together with ``classes_from_labels=True``), raised before any
+            chip is written.
     """
-    from geounet.display import rgb_indexes
-
     options = options or TilingOptions()
     out = Path(out_dir)
     scene = open_scene(scene_paths)
@@ -382,8 +386,6 @@ def _write_chips(
     tmp: Path,
 ) -> tuple[int, int, int, dict[str, int]]:
     from tqdm.auto import tqdm
-
-    from geounet.display import rgb_indexes
 
     (tmp / "images").mkdir()
     if labels is not None:
