@@ -48,7 +48,7 @@ RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".jp2", ".img"}
 
 Background = Literal["ignore", "unlabelled"]
 
-# Colours of classes taken from a raster without a colour table (tab10, then greys).
+# Colours of classes taken from a raster without a colour table (matplotlib's tab10, cycled).
 _PALETTE = (
     (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
     (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
@@ -235,6 +235,12 @@ def load_labels(
     background = options.background_id(class_map.scheme)
     rings = None
     if options.ignore_buffer_m > 0:
+        if not scene.crs.is_projected:
+            raise ConfigError(
+                f"ignore_buffer_m is in metres, but the scene {scene.name} is in "
+                f"{scene.crs.to_string()} (degrees); warp the scene to a projected CRS (a UTM "
+                "zone, gdalwarp -t_srs) or drop ignore_buffer_m."
+            )
         # quad_segs=32: the rounded corners deviate < 0.05 % of the buffer from the true
         # distance, well inside a pixel for any buffer a footprint needs.
         rings = source.frame.geometry.buffer(options.ignore_buffer_m, quad_segs=32)

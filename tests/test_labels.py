@@ -257,3 +257,17 @@ def test_a_raster_attribute_table_names_the_classes(tmp_path, scene):
     assert ClassScheme.read_json(out / "classes.json").names == LANDCOVER
     expected = np.where(landcover_codes() == 0, 255, landcover_codes() - 1).astype(np.uint8)
     np.testing.assert_array_equal(mosaic(out), expected)
+
+
+def test_an_ignore_ring_in_metres_needs_a_projected_scene(tmp_path, geographic_scene):
+    labels = make_synthetic_labels(
+        tmp_path / "b.gpkg", [(box(13.001, 52.49, 13.005, 52.495), "yes")], crs="EPSG:4326",
+        column="building",
+    )  # fmt: skip
+    options = TilingOptions(
+        chip_size=64, labels=LabelOptions(background="unlabelled", ignore_buffer_m=2)
+    )
+    with pytest.raises(ConfigError, match=r"ignore_buffer_m is in metres, but the scene"):
+        tile_scene(geographic_scene, tmp_path / "c", labels=labels,
+                   class_map=ClassMap.from_dict(FOOTPRINT_MAP), options=options)  # fmt: skip
+    assert not (tmp_path / "c").exists()
