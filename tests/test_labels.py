@@ -271,3 +271,18 @@ def test_an_ignore_ring_in_metres_needs_a_projected_scene(tmp_path, geographic_s
         tile_scene(geographic_scene, tmp_path / "c", labels=labels,
                    class_map=ClassMap.from_dict(FOOTPRINT_MAP), options=options)  # fmt: skip
     assert not (tmp_path / "c").exists()
+
+
+def test_a_geounet_class_raster_brings_its_scheme(tmp_path, scene):
+    # A classes.tif of `geounet predict` as labels: its values are ids of the scheme it holds.
+    scheme = ClassScheme.from_dict({"classes": [
+        {"id": 0, "name": "bare", "color": "#aaaaaa"}, {"id": 1, "name": "roof", "color": "#ff0000"},
+    ]})  # fmt: skip
+    data = np.zeros((64, 64), np.uint8)
+    data[:, 40:] = 1
+    data[:8, :8] = 255
+    labels = write_class_raster(tmp_path / "classes.tif", data, transform=GRID, scheme=scheme)
+    out = tmp_path / "chips"
+    tile_scene(scene, out, labels=labels, options=TilingOptions(chip_size=32))
+    assert ClassScheme.read_json(out / "classes.json") == scheme
+    np.testing.assert_array_equal(mosaic(out), data)
