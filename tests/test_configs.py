@@ -140,8 +140,9 @@ def test_the_footprint_job_labels_background_and_a_poor_model_scores_below_one(t
     # training summary and the evaluation flag their scores as meaningless.
     job = job.model_copy(update={
         "out": tmp_path / "ignored",
+        # workers 1: see test_labels.test_footprints_alone_warn_and_flag_the_score_a_poor_...
         "tile": job.tile.model_copy(update={"background": "ignore", "ignore_buffer_m": 0.0,
-                                            "out": tmp_path / "ignored" / "tile"}),
+                                            "out": tmp_path / "ignored" / "tile", "workers": 1}),
         "train": job.train.model_copy(update={"chips": tmp_path / "ignored" / "tile",
                                               "out": tmp_path / "ignored" / "train"}),
     })  # fmt: skip
