@@ -18,6 +18,7 @@ _EXPORTS = {
     "ClassMap": "geounet.classes",
     "tile_scene": "geounet.tiling",
     "TilingOptions": "geounet.tiling",
+    "LabelOptions": "geounet.labels",
     "fit": "geounet.training",
     "TrainingOptions": "geounet.training",
     "load_model_file": "geounet.modelfile",

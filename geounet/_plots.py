@@ -15,14 +15,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from geounet.classes import ClassScheme
+from geounet.display import rgb_indexes
 
 if TYPE_CHECKING:
     from geounet._validation import ChipEvaluation
     from geounet.data import ChipsInfo
 
 log = logging.getLogger(__name__)
-
-_TRUE_COLOUR = ("B04", "B03", "B02")
 
 
 def new_figure(**kwargs: Any) -> Any:
@@ -142,12 +141,6 @@ def plot_confusion(
     return path
 
 
-def _rgb_indexes(bands: Sequence[str]) -> list[int]:
-    if all(b in bands for b in _TRUE_COLOUR):
-        return [list(bands).index(b) for b in _TRUE_COLOUR]
-    return [min(i, len(bands) - 1) for i in range(3)]
-
-
 def _class_rgba(labels: np.ndarray, scheme: ClassScheme) -> np.ndarray:
     """An RGBA image of class ids (ignored pixels transparent, shown on a white axis)."""
     lut = np.zeros((256, 4), dtype=np.float32)
@@ -159,14 +152,14 @@ def _class_rgba(labels: np.ndarray, scheme: ClassScheme) -> np.ndarray:
 def plot_samples(evaluation: ChipEvaluation, info: ChipsInfo, path: Path) -> Path:
     """A panel of validation chips: true colour, label and prediction in class colours.
 
-    True colour uses B04/B03/B02 when the bands have those names, else the first three bands,
-    stretched between the 2nd and 98th percentile of each band (``stats.json``; the chip's own
-    when the statistics lack them).
+    True colour uses the chips' display bands (``tiling.json``; see
+    :func:`geounet.display.rgb_indexes`), stretched between the 2nd and 98th percentile of each
+    band (``stats.json``; the chip's own when the statistics lack them).
     """
     from matplotlib.patches import Patch
 
     scheme, norm = info.classes, info.normalization
-    rgb_idx = _rgb_indexes(info.bands)
+    rgb_idx = rgb_indexes(info.bands, info.display_bands)
     rows = len(evaluation.samples)
     fig = new_figure(figsize=(9, 3.2 * rows + 1.0), layout="constrained")
     axes = fig.subplots(rows, 3, squeeze=False)

@@ -115,3 +115,50 @@ def write_gpkg_style(path: Path, layer: str, qml: str, name: str) -> None:
         path, None, data, [*fields, "update_time"], layer="layer_styles", driver="GPKG",
         append=True, gdal_tz_offsets={"update_time": np.array([100])},  # GDAL's flag for UTC
     )  # fmt: skip
+
+
+def read_category_names(raster: Path) -> dict[int, str]:
+    """Band 1's category names from a raster's PAM sidecar (``NAME.aux.xml``), by pixel value.
+
+    Both GDAL forms are read: ``<CategoryNames>`` (index = value) and a raster attribute table
+    (``<GDALRasterAttributeTable>``) with a value column (usage MinMax or Min) and a name column
+    (usage Name). Empty names are left out; no sidecar gives ``{}``.
+    """
+    import xml.etree.ElementTree as ET
+
+    aux = raster.with_name(raster.name + ".aux.xml")
+    if not aux.is_file():
+        return {}
+    try:
+        root = ET.parse(aux).getroot()
+    except ET.ParseError:
+        return {}
+    band = next((b for b in root.iter("PAMRasterBand") if b.get("band", "1") == "1"), None)
+    if band is None:
+        return {}
+    names: dict[int, str] = {}
+    cats = band.find("CategoryNames")
+    if cats is not None:
+        for value, cat in enumerate(cats.findall("Category")):
+            if (cat.text or "").strip():
+                names[value] = cat.text.strip()  # type: ignore[union-attr]
+    rat = band.find("GDALRasterAttributeTable")
+    if rat is not None:
+        fields = rat.findall("FieldDefn")
+        by_usage = {int(f.findtext("Usage", "0")): int(f.get("index", "0")) for f in fields}
+        by_name = {f.findtext("Name", "").lower(): int(f.get("index", "0")) for f in fields}
+        # Usage MinMax (5) or Min (3) and Name (2); tables written with generic usage (ArcGIS,
+        # some QGIS exports) are found by their usual column names instead.
+        value_col = by_usage.get(5, by_usage.get(3, by_name.get("value")))
+        name_col = by_usage.get(2)
+        if name_col is None:
+            name_col = next(
+                (by_name[n] for n in ("class_name", "classname", "class", "name") if n in by_name),
+                None,
+            )
+        if value_col is not None and name_col is not None:
+            for row in rat.iter("Row"):
+                cells = [f.text or "" for f in row.findall("F")]
+                if max(value_col, name_col) < len(cells) and cells[name_col].strip():
+                    names[int(float(cells[value_col]))] = cells[name_col].strip()
+    return names

@@ -9,7 +9,7 @@ become the ignore index, so unlabelled pixels never count as a class.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,45 +168,76 @@ class ClassMap:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "class map") -> ClassMap:
-        """Build from the YAML layout ``{column, classes, mapping: {class: [values]}}``.
+        """Build from the class-map layout ``{column, classes, mapping: {class: [values]}}``.
 
-        ``classes`` is optional (the default scheme); ``mapping`` keys are class names.
+        The format is :class:`geounet._class_map.ClassMapFile` (``docs/labels.md``):
+        ``classes`` is optional (the default scheme); ``mapping`` keys are class names and its
+        values are compared as text with the attribute values (or raster codes).
+
+        Raises:
+            ConfigError: The data does not follow the format; the message names ``source``,
+                the key and the fix.
         """
-        unknown = set(data) - {"column", "classes", "mapping", "ignore_index"}
-        if unknown:
-            raise ConfigError(
-                f"{source}: unknown keys {sorted(unknown)}; allowed: column, classes, "
-                "mapping, ignore_index."
-            )
-        ignore = int(data.get("ignore_index", IGNORE_INDEX))
+        from geounet._class_map import parse_class_map  # pydantic: only when a map is read
+
+        model = parse_class_map(dict(data), source)
         scheme = (
-            ClassScheme.from_records(data["classes"], ignore_index=ignore)
-            if data.get("classes")
+            ClassScheme.from_records(
+                [c.model_dump() for c in model.classes], ignore_index=model.ignore_index
+            )
+            if model.classes
             else ClassScheme.default()
         )
         values: dict[str, int] = {}
-        for class_name, attr_values in (data.get("mapping") or {}).items():
+        for class_name, attr_values in model.mapping.items():
             if class_name not in scheme.names:
                 raise ConfigError(
-                    f"{source}: mapping names class {class_name!r}, but the scheme has "
-                    f"{scheme.names}."
+                    f"invalid class map {source}:\n  mapping.{class_name}: no class is called "
+                    f"{class_name!r}; the classes are {scheme.names} (add it under `classes:`)."
                 )
-            if isinstance(attr_values, str | int):
-                attr_values = [attr_values]
             for v in attr_values:
-                if str(v) in values and values[str(v)] != scheme.id_of(class_name):
-                    raise ConfigError(f"{source}: value {v!r} is mapped to two classes.")
-                values[str(v)] = scheme.id_of(class_name)
-        column = data.get("column")
-        return cls(scheme=scheme, values=values, column=str(column) if column else None)
+                if v in values and values[v] != scheme.id_of(class_name):
+                    raise ConfigError(
+                        f"invalid class map {source}:\n  mapping.{class_name}: value {v!r} is "
+                        f"also mapped to {scheme.names[values[v]]!r}; keep it under one class."
+                    )
+                values[v] = scheme.id_of(class_name)
+        return cls(scheme=scheme, values=values, column=model.column)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> ClassMap:
-        """Read a class-map YAML file (see ``geounet/class_maps/osm_fclass.yaml``)."""
+        """Read a class-map YAML file (format: ``docs/labels.md``).
+
+        Every value is read as text, so ``yes``/``no``/``on``/``off`` stay strings (YAML 1.1
+        would make them booleans) and ``010`` stays ``010``.
+        """
+        from geounet._class_map import TextLoader
         from geounet.config import read_yaml  # config sits above classes; import late
 
-        return cls.from_dict(read_yaml(path, what="class map"), source=str(path))
+        data = read_yaml(path, what="class map", loader=TextLoader)
+        return cls.from_dict(data, source=str(path))
 
     def class_of(self, value: Any) -> int:
         """Class id of one attribute value (ignore index when unmapped)."""
         return self.values.get(str(value), self.scheme.ignore_index)
+
+
+def no_negatives_message(labelled: Sequence[str], where: str) -> str | None:
+    """The warning for labels holding a single class (``None`` when there are two or more).
+
+    With one labelled class every judged pixel is a positive: a model predicting that class
+    everywhere scores 1.0, so the score says nothing (footprint labels without
+    ``background: unlabelled``).
+
+    Args:
+        labelled: Names of the classes with at least one labelled pixel.
+        where: What holds the labels, e.g. "the chips" or "the validation labels".
+    """
+    if len(labelled) != 1:
+        return None
+    return (
+        f"only class {labelled[0]!r} is labelled in {where}: with no other class there are no "
+        "negatives, so a model predicting it everywhere scores 1.0 and the score is "
+        "meaningless. For footprint labels set `background: unlabelled` (pixels outside the "
+        "polygons become the background class)."
+    )

@@ -30,7 +30,31 @@ class TileConfig(_Model):
     out: Path = Field(description="output chips folder")
     labels: Path | None = Field(None, description="polygons (GPKG/GeoJSON/SHP) or a class raster")
     class_column: str | None = Field(None, description="label attribute holding the class values")
-    class_map: Path | None = Field(None, description="YAML mapping attribute values to classes")
+    class_map: Path | None = Field(
+        None, description="class-map YAML: classes and the values of each (docs/labels.md)"
+    )
+    classes_from_labels: bool | None = Field(
+        None,
+        description="take the classes from the class raster (its categories, colours or "
+        "distinct codes); default: yes when no class_map is given",
+    )
+    background: Literal["ignore", "unlabelled"] = Field(
+        "ignore",
+        description="pixels outside every polygon: ignored (255), or the background class "
+        "('unlabelled': footprint labels)",
+    )
+    background_class: str | None = Field(
+        None, description="class of the unlabelled pixels (default: class 0)"
+    )
+    ignore_buffer_m: float = Field(
+        0.0, ge=0, description="ring of ignore around the polygons (background: unlabelled)"
+    )
+    display_bands: str | list[str | int] | None = Field(
+        None,
+        description="red, green, blue bands of true-colour maps: names, 1-based indexes or a "
+        "preset (sentinel2, landsat8-9, landsat5-7, planetscope4, planetscope8, naip); "
+        "default: from the band names",
+    )
     chip_size: int = Field(256, ge=8, le=8192, description="chip side in pixels")
     stride: int | None = Field(None, ge=1, description="step between chips (default: chip_size)")
     edge: Literal["shift", "pad"] = Field("shift", description="last chip shifted inward or padded")
@@ -59,13 +83,17 @@ class TileConfig(_Model):
     def _stride_fits(self) -> TileConfig:
         if self.stride is not None and self.stride > self.chip_size:
             raise ValueError(f"stride {self.stride} > chip_size {self.chip_size} leaves gaps")
+        if self.background == "ignore" and (self.ignore_buffer_m or self.background_class):
+            raise ValueError("ignore_buffer_m and background_class need background: unlabelled")
         return self
 
     def tiling_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`geounet.tiling.tile_scene` (options built here)."""
         from geounet.classes import ClassMap
+        from geounet.labels import LabelOptions
         from geounet.tiling import TilingOptions
 
+        display = self.display_bands
         options = TilingOptions(
             chip_size=self.chip_size,
             stride=self.stride,
@@ -77,6 +105,13 @@ class TileConfig(_Model):
             compress=self.compress,
             workers=self.workers,
             nodata=nodata_rule_from_json(self.nodata),
+            labels=LabelOptions(
+                background=self.background,
+                background_class=self.background_class,
+                ignore_buffer_m=self.ignore_buffer_m,
+                classes_from_labels=self.classes_from_labels,
+            ),
+            display_bands=tuple(display) if isinstance(display, list) else display,
         )
         class_map = ClassMap.from_yaml(self.class_map) if self.class_map else None
         return {
@@ -188,7 +223,9 @@ def _expanded_size(root: yaml.Node) -> int:
     return size(root)
 
 
-def load_yaml_text(text: str, source: str) -> Any:
+def load_yaml_text(
+    text: str, source: str, *, loader: type[yaml.SafeLoader] = yaml.SafeLoader
+) -> Any:
     """Parse YAML safely and within limits: no Python tags, bounded size, depth and aliases.
 
     The one YAML reader of geounet (files through :func:`read_yaml`, ``--set`` values through
@@ -197,6 +234,8 @@ def load_yaml_text(text: str, source: str) -> Any:
     Args:
         text: The YAML document.
         source: What it is, for messages (``job file job.yaml``, ``--set train.epochs=5``).
+        loader: A safe loader class whose resolvers to use (class maps read every value as
+            text); the limits apply to it too.
 
     Returns:
         The parsed value (``None`` for an empty document).
@@ -211,9 +250,14 @@ def load_yaml_text(text: str, source: str) -> Any:
             f"{source} is {len(text):,} characters; geounet reads YAML of at most "
             f"{MAX_YAML_BYTES:,}. Is it the right file?"
         )
-    loader = _LimitedSafeLoader(text)
+    limited = (
+        _LimitedSafeLoader
+        if loader is yaml.SafeLoader
+        else type("_LimitedLoader", (_LimitedSafeLoader, loader), {})
+    )
+    parser = limited(text)
     try:
-        return loader.get_single_data()
+        return parser.get_single_data()
     except _YamlLimitError as exc:
         raise ConfigError(
             f"{source} is refused: it has {exc}. Write the values out instead of nesting "
@@ -230,11 +274,15 @@ def load_yaml_text(text: str, source: str) -> Any:
     except RecursionError:
         raise ConfigError(f"{source} is nested too deeply to read.") from None
     finally:
-        loader.dispose()
+        parser.dispose()
 
 
-def read_yaml(path: str | Path, what: str = "config") -> dict[str, Any]:
+def read_yaml(
+    path: str | Path, what: str = "config", loader: type[yaml.SafeLoader] = yaml.SafeLoader
+) -> dict[str, Any]:
     """Read a YAML mapping, with errors naming the file (``what`` says what it should be).
+
+    ``loader`` is a safe loader class (class maps use one that reads every value as text).
 
     Raises:
         ConfigError: The file cannot be read, is not YAML, is past the loader's limits (see
@@ -253,7 +301,7 @@ def read_yaml(path: str | Path, what: str = "config") -> dict[str, Any]:
         raise ConfigError(f"cannot read {what} {p}: {exc.strerror or exc}.") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{what} {p} is not UTF-8 text ({exc.reason}); is it YAML?") from exc
-    data = load_yaml_text(text, f"{what} {p}")
+    data = load_yaml_text(text, f"{what} {p}", loader=loader)
     if not isinstance(data, dict):
         raise ConfigError(f"{what} {p} must be a YAML mapping (of sections or keys).")
     return data

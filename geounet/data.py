@@ -160,6 +160,8 @@ class ChipsInfo:
         res: Pixel size ``(x, y)`` in CRS units.
         crs: The scene CRS as ``EPSG:n`` when it has a code, else WKT (informational).
         nodata: The nodata override the scene was tiled with (``tiling.json`` options).
+        display_bands: The bands drawn as red, green, blue (``tiling.json``); ``None`` for
+            folders tiled before it was recorded (then recognised from the band names).
     """
 
     path: Path
@@ -170,6 +172,7 @@ class ChipsInfo:
     res: tuple[float, float]
     crs: str | None
     nodata: float | tuple[float | None, ...] | None = None
+    display_bands: tuple[str, ...] | None = None
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -211,6 +214,7 @@ def read_chips_info(chips_dir: str | Path) -> ChipsInfo:
         res=(float(res[0]), float(res[1])),
         crs=f"EPSG:{epsg}" if epsg else scene.get("crs"),
         nodata=nodata_rule_from_json((tiling.get("options") or {}).get("nodata")),
+        display_bands=tuple(tiling["display_bands"]) if tiling.get("display_bands") else None,
     )
 
 

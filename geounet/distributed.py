@@ -377,6 +377,25 @@ def predict_scenes(
     return _finish(out, runs, start, about, _cluster_info(cluster, workers))
 
 
+def _one_scheme_for_every_scene(tile_kwargs: dict[str, Any], options: Any) -> dict[str, Any]:
+    """Resolve a class raster's own classes once, over the whole raster, for every scene.
+
+    Taken per scene, the distinct codes (and so the ids) could differ between the chips
+    folders; one class map for all keeps them one training set.
+    """
+    from geounet.labels import RASTER_SUFFIXES, class_map_from_raster  # noqa: PLC0415
+
+    labels = tile_kwargs.get("labels")
+    if (
+        labels is None
+        or tile_kwargs.get("class_map") is not None
+        or options.labels.classes_from_labels is False
+        or Path(labels).suffix.lower() not in RASTER_SUFFIXES
+    ):
+        return tile_kwargs
+    return {**tile_kwargs, "class_map": class_map_from_raster(labels, None)}
+
+
 def tile_scenes(
     scenes: Sequence[SceneInput],
     out_dir: str | Path,
@@ -432,6 +451,7 @@ def tile_scenes(
             )
 
     _check_scenes(named, check)
+    tile_kwargs = _one_scheme_for_every_scene(tile_kwargs, options)
     out = _prepare_out_dir(out)
     workers = cluster.workers or _default_workers(len(named), gpu=False)
     if cluster.scheduler is None and options.workers is None:

@@ -108,3 +108,7 @@ class ResolutionMismatchError(GeounetError, ValueError):
 
 class ReferenceClassError(LabelError):
     """A reference holds a class that the prediction's class scheme lacks."""
+
+
+class LabelWarning(GeounetWarning):
+    """Labels that tile but train a misleading model, e.g. only one class labelled."""

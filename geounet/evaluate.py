@@ -63,13 +63,8 @@ from geounet._reference_classes import (
     raster_value_names,
     with_unknown_values,
 )
-from geounet.classes import SCHEME_TAG, ClassMap, ClassScheme
-from geounet.errors import (
-    ConfigError,
-    InputFileError,
-    LabelError,
-    OutputError,
-)
+from geounet.classes import SCHEME_TAG, ClassMap, ClassScheme, no_negatives_message
+from geounet.errors import ConfigError, InputFileError, LabelError, OutputError
 from geounet.grid import Chip
 from geounet.labels import RASTER_SUFFIXES, LabelSource, RasterLabels, VectorLabels, load_labels
 from geounet.raster import GDAL_ENV, SceneInfo, _open, open_block_writer, open_scene
@@ -249,7 +244,9 @@ def evaluate_prediction(
     Returns:
         JSON-ready metrics: ``prediction``, ``reference``, ``reference_kind`` (``"raster"`` or
         ``"vector"``), ``crs``, ``shape``, ``pixels_total``, ``pixels_excluded``, everything
-        :func:`metrics_from_confusion` returns, and ``objects`` (``iou_threshold``,
+        :func:`metrics_from_confusion` returns, ``absent_classes`` (classes without a
+        reference pixel: no IoU, left out of the means), ``warnings`` (e.g. a reference holding
+        one class only: no negatives, a meaningless score), and ``objects`` (``iou_threshold``,
         ``min_area_m2`` and per class ``n_pred``, ``n_ref``, ``tp``, ``fp``, ``fn``,
         ``precision``, ``recall``, ``f1``, ``mean_matched_iou``).
 
@@ -328,6 +325,12 @@ def evaluate_prediction(
                 },
             }
     total = scene.shape[0] * scene.shape[1]
+    absent = [n for n in scheme.names if metrics["per_class"][n]["support"] == 0]
+    if absent:
+        log.info("classes absent from the reference %s: %s", ref_path, absent)
+    no_negatives = no_negatives_message(metrics["mean"]["classes"], f"the reference {ref_path}")
+    if no_negatives is not None:
+        log.warning(no_negatives)
     return {
         "prediction": str(pred_path),
         "reference": str(ref_path),
@@ -337,6 +340,8 @@ def evaluate_prediction(
         "pixels_total": total,
         "pixels_excluded": total - metrics["pixels_evaluated"],
         **metrics,
+        "absent_classes": absent,
+        "warnings": [no_negatives] if no_negatives is not None else [],
         "objects": objects,
     }
 

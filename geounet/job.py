@@ -381,7 +381,7 @@ def _evaluate(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[s
 
 
 def _report(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[str, Path]:
-    from geounet.report import write_report
+    from geounet.report import ReportOptions, write_report
     from geounet.stac import ItemAssets, write_stac_item
 
     predicted, evaluated = runs["predict"].outputs, runs["evaluate"].outputs
@@ -392,7 +392,7 @@ def _report(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[str
         reference=evaluated["reference"],
         metrics=evaluated["metrics"],
         train_dir=Path(job.train.out),
-        title=job.report.title or job.name,
+        options=ReportOptions(job.report.title or job.name, job.tile.display_bands),
     )
     outputs = {"report": report}
     if job.report.stac:

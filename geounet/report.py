@@ -4,10 +4,12 @@
 the PNGs both link to by relative path, so the folder can be zipped, mailed or served as is:
 
 ``truecolour.png``
-    The scene in true colour: Sentinel-2 B04/B03/B02 when the bands have those names, else
-    the first three bands, each stretched between its 2nd and 98th percentile. It is read
-    decimated (GDAL ``out_shape``, average resampling, overviews when the files have them), so
-    memory stays bounded whatever the scene size.
+    The scene in true colour: the ``display_bands`` of :class:`ReportOptions`, else the
+    sensor recognised from the band names (:func:`geounet.display.rgb_indexes`: Sentinel-2,
+    Landsat 5/7 and 8/9, named red/green/blue), else the first three bands, each stretched
+    between its 2nd and 98th percentile. It is read decimated (GDAL ``out_shape``, average
+    resampling, overviews when the files have them), so memory stays bounded whatever the
+    scene size.
 ``prediction.png``, ``reference.png``
     Class rasters in the scheme's colours (:func:`geounet.inference.write_preview`: mode
     resampling, 255 transparent); the reference only when given.
@@ -44,21 +46,37 @@ from rasterio.enums import Resampling
 
 from geounet import __version__
 from geounet._files import staged_output, write_errors
-from geounet._plots import _rgb_indexes, new_figure, plot_confusion
+from geounet._plots import new_figure, plot_confusion
 from geounet.classes import ClassScheme
+from geounet.display import DisplayBands, rgb_indexes
 from geounet.errors import GridMismatchError, InputFileError, OutputError
 from geounet.raster import GDAL_ENV, SceneInfo, _open, open_scene
 from geounet.vectorize import read_class_scheme
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PREVIEW_MAX_SIDE", "write_report"]
+__all__ = ["PREVIEW_MAX_SIDE", "ReportOptions", "write_report"]
 
 PREVIEW_MAX_SIDE = 1000
 """Longer side of the map previews, in pixels."""
 
 _OVERLAY_ALPHA = 0.45  # opacity of the class colours over the true colour
 _PERCENTILES = (2, 98)  # true-colour stretch
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """How the report looks.
+
+    Attributes:
+        title: The report's title (default: ``geounet report: <scene name>``).
+        display_bands: Bands of the true-colour maps: three names or 1-based indexes (red
+            first) or a sensor preset (:data:`geounet.display.SENSOR_PRESETS`); default:
+            recognised from the band names.
+    """
+
+    title: str | None = None
+    display_bands: DisplayBands = None
 
 
 @dataclass(frozen=True)
@@ -88,7 +106,7 @@ def write_report(
     reference: str | os.PathLike[str] | None = None,
     metrics: str | os.PathLike[str] | Mapping[str, Any] | None = None,
     train_dir: str | os.PathLike[str] | None = None,
-    title: str | None = None,
+    options: ReportOptions | None = None,
 ) -> Path:
     """Write ``report.html``, ``report.md`` and their PNGs into ``out_dir``, atomically.
 
@@ -106,7 +124,7 @@ def write_report(
             the dict); without it the report has no accuracy section.
         train_dir: The training folder; its ``metrics.json`` (summary) and
             ``plots/curves.png`` and ``plots/val_samples.png`` are used when present.
-        title: The report's title (default: ``geounet report: <scene name>``).
+        options: Title and display bands (:class:`ReportOptions`).
 
     Returns:
         The path of ``report.html``.
@@ -116,11 +134,14 @@ def write_report(
             not a JSON object.
         GridMismatchError: ``classes`` is not on the scene's grid.
         OutputError: ``out_dir`` exists as a file, or its parent cannot be written.
+        BandMismatchError: ``display_bands`` names a band the scene lacks.
     """
+    options = options or ReportOptions()
     out = Path(out_dir)
     info = scene if isinstance(scene, SceneInfo) else open_scene(_scene_paths(scene))
     classes_path = Path(classes)
     scheme = _check_classes(classes_path, info)
+    rgb = rgb_indexes(info.bands, options.display_bands, scene_name=info.name)
     reference_path = Path(reference) if reference is not None else None
     if reference_path is not None:
         _open(reference_path).close()
@@ -132,12 +153,12 @@ def write_report(
 
     with staged_output(out) as tmp, write_errors(out):
         sections = [_scene_section(info, scheme)]
-        sections.append(_map_section(tmp, info, classes_path, reference_path, scheme))
+        sections.append(_map_section(tmp, info, (classes_path, reference_path), scheme, rgb))
         if metrics_data is not None:
             sections.append(_metrics_section(tmp, metrics_data))
         if train_path is not None:
             sections.append(_training_section(tmp, train_path))
-        heading = title or f"geounet report: {info.name}"
+        heading = options.title or f"geounet report: {info.name}"
         stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
         intro = f"Written by geounet {__version__} on {stamp}."
         (tmp / "report.html").write_text(_render_html(heading, intro, sections), encoding="utf-8")
@@ -206,9 +227,14 @@ def _check_output(out: Path) -> None:
 
 
 def _map_section(
-    tmp: Path, info: SceneInfo, classes: Path, reference: Path | None, scheme: ClassScheme
+    tmp: Path,
+    info: SceneInfo,
+    rasters: tuple[Path, Path | None],
+    scheme: ClassScheme,
+    rgb_idx: list[int],
 ) -> _Section:
-    """Write the map PNGs and describe them."""
+    """Write the map PNGs and describe them (``rasters``: the classes and the reference)."""
+    classes, reference = rasters
     from PIL import Image
 
     from geounet.inference import write_preview  # imports torch: only when a report is made
@@ -216,7 +242,7 @@ def _map_section(
     write_preview(classes, tmp / "prediction.png", scheme, max_side=PREVIEW_MAX_SIDE)
     with Image.open(tmp / "prediction.png") as png:
         prediction = np.asarray(png.convert("RGBA"))
-    rgb, valid = _read_true_colour(info, prediction.shape[:2])
+    rgb, valid = _read_true_colour(info, prediction.shape[:2], rgb_idx)
     Image.fromarray(np.dstack([rgb, np.where(valid, 255, 0).astype(np.uint8)])).save(
         tmp / "truecolour.png"
     )
@@ -225,7 +251,7 @@ def _map_section(
     Image.fromarray(np.round(overlay).astype(np.uint8)).save(tmp / "overlay.png")
     _plot_legend(scheme, tmp / "legend.png")
 
-    rgb_bands = ", ".join(info.bands[i] for i in _rgb_indexes(info.bands))
+    rgb_bands = ", ".join(info.bands[i] for i in rgb_idx)
     images = [
         _Image("truecolour.png", f"True colour ({rgb_bands}, 2-98 % stretch)"),
         _Image("prediction.png", "Prediction (white: no data)"),
@@ -240,13 +266,14 @@ def _map_section(
     )
 
 
-def _read_true_colour(info: SceneInfo, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def _read_true_colour(
+    info: SceneInfo, shape: tuple[int, int], indexes: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
     """The scene's true colour at ``shape``: ``(rgb uint8 (H, W, 3), valid (H, W))``.
 
     Bands are read one by one (a stacked VRT reads much faster so) and decimated by GDAL
     (``out_shape``), which uses the files' overviews or JPEG2000 resolution levels.
     """
-    indexes = _rgb_indexes(info.bands)
     ds = info.dataset()
     with rasterio.Env(**GDAL_ENV):
         data = np.stack(
@@ -356,6 +383,16 @@ def _metrics_section(tmp: Path, metrics: Mapping[str, Any]) -> _Section:
         if metrics.get("reference_kind"):
             summary += f" ({metrics['reference_kind']})"
     blocks.append(summary + ".")
+    absent = metrics.get("absent_classes")
+    if absent:
+        blocks.append(
+            f"Absent from the reference ({metrics.get('scored') or 'scored labels'}): "
+            f"{', '.join(absent)}. These classes have no reference pixel, so they have no "
+            "IoU or recall and are left out of the means; pixels predicted as them lower the "
+            "recall of the classes they really are."
+        )
+    for warning in metrics.get("warnings") or []:
+        blocks.append(f"Warning: {warning}")
     per_class = metrics.get("per_class") or {}
     keys = ("iou", "f1", "precision", "recall")
     rows = [

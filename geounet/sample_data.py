@@ -194,3 +194,82 @@ def make_synthetic_labels(
     )
     frame.to_file(path)
     return Path(path)
+
+
+SAMPLE_LANDCOVER = (
+    ("forest", ("forest",), (0, 100, 0)),
+    ("scrub", ("scrub",), (140, 160, 40)),
+    ("wetland", ("wetland",), (0, 150, 160)),
+    ("grassland", ("meadow", "grass"), (150, 230, 100)),
+    ("cropland", ("farm",), (240, 200, 0)),
+    ("water", ("water",), (0, 80, 220)),
+    ("built-up", ("residential",), (200, 0, 0)),
+)
+"""Codes 1..7 of :func:`write_sample_landcover`: name, OSM ``fclass`` values, colour."""
+
+
+def write_sample_landcover(path: str | Path, *, res: float = 20.0) -> Path:
+    """Write a land-cover raster of the bundled sample: codes 1..7, named and coloured.
+
+    The sample's OSM polygons are burnt (the smaller over the larger, pixel centres) into
+    codes 1..7 of :data:`SAMPLE_LANDCOVER` on a ``res`` metre grid over the scene, 0 where no
+    polygon lies (nodata), with a colour table and GDAL category names (``PATH.aux.xml``), the
+    way a land-cover product or a raster classified in QGIS comes. It is what
+    ``configs/class_raster.yaml`` reads: a class raster on its own grid, without a class map.
+
+    Args:
+        path: The GeoTIFF to write (its ``.aux.xml`` beside it); written under a temporary
+            name and renamed.
+        res: Pixel size in metres (the scene is 10 m: 20 m shows the resampling).
+
+    Returns:
+        The written path.
+    """
+    import geopandas as gpd
+    from rasterio.features import rasterize
+
+    sample = brandenburg_s2()
+    with rasterio.open(sample.band_paths[1]) as src:  # B02: the 10 m grid
+        left, bottom, right, top = src.bounds
+        crs = src.crs
+    width, height = round((right - left) / res), round((top - bottom) / res)
+    transform = Affine(res, 0, left, 0, -res, top)
+    frame = gpd.read_file(sample.labels).to_crs(crs)
+    code_of = {v: k + 1 for k, (_, values, _) in enumerate(SAMPLE_LANDCOVER) for v in values}
+    frame = frame[frame["fclass"].isin(code_of)]
+    frame = frame.assign(_area=frame.area).sort_values("_area", ascending=False, kind="stable")
+    codes = rasterize(
+        zip(frame.geometry, frame["fclass"].map(code_of), strict=True),
+        out_shape=(height, width),
+        transform=transform,
+        fill=0,
+        dtype="uint8",
+    )
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial.tif")
+    profile = {"driver": "GTiff", "width": width, "height": height, "count": 1,
+               "dtype": "uint8", "crs": crs, "transform": transform, "nodata": 0,
+               "compress": "deflate"}  # fmt: skip
+    with rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(codes, 1)
+        dst.write_colormap(1, {k + 1: (*c, 255) for k, (_, _, c) in enumerate(SAMPLE_LANDCOVER)})
+    cats = "".join(f"<Category>{n}</Category>" for n in ["", *(n for n, _, _ in SAMPLE_LANDCOVER)])
+    aux = out.with_name(out.name + ".aux.xml")
+    aux_tmp = aux.with_name(f".{aux.name}.partial")
+    aux_tmp.write_text(
+        f'<PAMDataset>\n  <PAMRasterBand band="1">\n    <CategoryNames>{cats}</CategoryNames>\n'
+        "  </PAMRasterBand>\n</PAMDataset>\n"
+    )
+    tmp.replace(out)
+    aux_tmp.replace(aux)
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    # python -m geounet.sample_data landcover PATH: the land-cover raster of the sample.
+    if len(sys.argv) != 3 or sys.argv[1] != "landcover":
+        sys.exit("usage: python -m geounet.sample_data landcover OUT.tif")
+    print(write_sample_landcover(sys.argv[2]))

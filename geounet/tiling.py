@@ -8,7 +8,8 @@ Output layout (``out_dir``)::
                            split, nodata fraction and pixel count per class
     stats.json             per-band mean/std/min/max/percentiles over the scene's valid pixels
     classes.json           the class scheme: id, name, colour (and the ignore index)
-    tiling.json            the scene, the options and the counts, for later stages
+    tiling.json            the scene, the options and the counts (chips, labelled pixels per
+                           class), the display bands, for later stages
 
 Everything is validated before the first chip is written, and the folder is written under a
 temporary name and renamed at the end, so a failed run never leaves a half-written output.
@@ -20,9 +21,10 @@ import json
 import logging
 import os
 import threading
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +36,18 @@ from geounet._files import staged_file, staged_output, write_errors
 from geounet._gdal_errors import gdal_write_errors
 from geounet._qml import categorized_fill_qml, write_gpkg_style
 from geounet._stats import BandStatsAccumulator
-from geounet.classes import ClassMap, ClassScheme
-from geounet.errors import ConfigError, EmptyChipError, OutputError
+from geounet.classes import ClassMap, ClassScheme, no_negatives_message
+from geounet.display import rgb_indexes
+from geounet.errors import ConfigError, EmptyChipError, LabelWarning, OutputError
 from geounet.grid import Chip, ChipGrid, EdgeMode
-from geounet.labels import LabelSource, label_summary, load_labels
+from geounet.labels import (
+    RASTER_SUFFIXES,
+    LabelOptions,
+    LabelSource,
+    class_map_from_raster,
+    label_summary,
+    load_labels,
+)
 from geounet.raster import (
     GDAL_ENV,
     ChipCodec,
@@ -78,6 +88,11 @@ class TilingOptions:
         workers: Threads reading and writing chips (``None``: one per CPU).
         nodata: Override of the scene files' nodata: one value for every band or one per
             band (``None`` keeps a band's own); see :func:`geounet.raster.open_scene`.
+        labels: Background of polygon labels and where the classes come from
+            (:class:`geounet.labels.LabelOptions`).
+        display_bands: Bands drawn as red, green, blue (names, 1-based indexes or a sensor
+            preset, :func:`geounet.display.rgb_indexes`); ``None``: detected from the band
+            names. Checked against the scene and kept in ``tiling.json`` for the plots.
     """
 
     chip_size: int = 256
@@ -90,6 +105,8 @@ class TilingOptions:
     compress: ChipCodec = "zstd"
     workers: int | None = None
     nodata: float | tuple[float | None, ...] | None = None
+    labels: LabelOptions = field(default_factory=LabelOptions)
+    display_bands: str | tuple[str | int, ...] | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.max_nodata_fraction <= 1.0:
@@ -282,10 +299,13 @@ def tile_scene(
         scene_paths: One multi-band raster, or several single-band files stacked in order.
         out_dir: Output folder (created; must be empty unless ``overwrite``).
         labels: Vector polygons or a class raster; ``None`` writes images only.
-        class_map: Attribute value -> class mapping and scheme (default scheme, no mapping,
-            when ``None``: then raster labels must hold class ids directly).
+        class_map: Attribute value (or raster code) -> class mapping and scheme. ``None``: a
+            class raster brings its own classes (:func:`geounet.labels.class_map_from_raster`,
+            logged; ``options.labels.classes_from_labels=False`` reads its values as ids of
+            the default scheme instead); polygons get the default scheme.
         class_column: Attribute column of vector labels (default: the class map's column).
-        options: Chip size, stride, edge handling, split and codec.
+        options: Chip size, stride, edge handling, split, codec, label background and
+            display bands.
         overwrite: Replace an existing non-empty ``out_dir``.
 
     Returns:
@@ -293,16 +313,21 @@ def tile_scene(
 
     Raises:
         GeounetError: Bad input (no CRS, unreadable file, missing class column, labels not on
-            the scene, chip larger than the scene, output not writable), raised before any chip
-            is written.
+            the scene, chip larger than the scene, output not writable, display bands the scene
+            lacks, a class map together with ``classes_from_labels=True``), raised before any
+            chip is written.
     """
     options = options or TilingOptions()
-    class_map = class_map or ClassMap(ClassScheme.default())
     out = Path(out_dir)
     scene = open_scene(scene_paths, nodata=options.nodata)
+    # A bad display_bands setting fails here, before any work.
+    rgb_indexes(scene.bands, options.display_bands, scene_name=scene.name)
     grid = ChipGrid.from_scene(scene, options.chip_size, options.effective_stride, options.edge)
+    class_map = _resolve_class_map(labels, scene, class_map, options.labels)
     label_source = (
-        load_labels(labels, scene, class_map, column=class_column) if labels is not None else None
+        load_labels(labels, scene, class_map, column=class_column, options=options.labels)
+        if labels is not None
+        else None
     )
     _check_out_dir(out, overwrite)
     # The chips folder is one set: a failure (a full disk) or a kill leaves the old one whole.
@@ -311,6 +336,49 @@ def tile_scene(
         if not overwrite and out.is_dir() and any(out.iterdir()):
             raise OutputError(f"{out} was filled while tiling ran; nothing was replaced.")
     return TilingResult(out, *result)
+
+
+def _resolve_class_map(
+    labels: str | Path | None, scene: SceneInfo, class_map: ClassMap | None, opts: LabelOptions
+) -> ClassMap:
+    """The class map of a tiling: the given one, one taken from a class raster, or the default."""
+    is_raster = labels is not None and Path(labels).suffix.lower() in RASTER_SUFFIXES
+    if opts.classes_from_labels and not is_raster:
+        raise ConfigError(
+            f"classes_from_labels applies to class rasters; {labels} is not one. For polygons "
+            "give a class map (docs/labels.md)."
+        )
+    if not is_raster:
+        return class_map or ClassMap(ClassScheme.default())
+    from_labels = opts.classes_from_labels
+    if from_labels is None:  # the default: a class raster without a map brings its classes
+        from_labels = class_map is None
+    if from_labels and class_map is not None:
+        raise ConfigError(
+            f"both a class map and classes_from_labels: true were given for {labels}; drop one "
+            "(the class map chooses the classes, classes_from_labels takes the raster's)."
+        )
+    if from_labels:
+        return class_map_from_raster(Path(labels), scene)  # type: ignore[arg-type]
+    if class_map is None:
+        log.warning(
+            "label raster %s: no class map and classes_from_labels is false, so its values are "
+            "read as ids of the default classes %s (other values ignored).",
+            labels,
+            ClassScheme.default().names,
+        )
+        return ClassMap(ClassScheme.default())
+    return class_map
+
+
+def _class_pixels(records: list[dict[str, Any]], scheme: ClassScheme) -> dict[str, int]:
+    """Labelled pixels per class over the written chips; warns when only one class has any."""
+    pixels = {c.name: sum(int(r.get(f"px_{c.name}", 0)) for r in records) for c in scheme.classes}
+    msg = no_negatives_message([name for name, n in pixels.items() if n > 0], "the chips")
+    if msg is not None:
+        log.warning(msg)
+        warnings.warn(msg, LabelWarning, stacklevel=4)
+    return pixels
 
 
 def _write_chips(
@@ -364,10 +432,16 @@ def _write_chips(
         "options": {
             k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(options).items()
         },
+        "display_bands": [
+            scene.bands[i]
+            for i in rgb_indexes(scene.bands, options.display_bands, scene_name=scene.name)
+        ],
         "labels": label_summary(labels) if labels is not None else None,
         "chips": {"grid": len(chips), "written": len(records), "skipped_nodata": skipped},
         "splits": split_counts,
     }
+    if labels is not None:
+        meta["class_pixels"] = _class_pixels(records, scheme)
     (tmp / "tiling.json").write_text(json.dumps(meta, indent=2) + "\n")
     log.info(
         "%s: %d chips written (%d skipped as nodata); splits %s",

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 
 from geounet import modelfile
@@ -47,6 +48,7 @@ from geounet._validation import (
     evaluate_chips,
     pixel_metrics,
 )
+from geounet.classes import no_negatives_message
 from geounet.data import Augment, ChipsInfo, read_chips_info
 from geounet.errors import ConfigError, InputFileError, OutputError
 from geounet.losses import LossSpec
@@ -453,6 +455,13 @@ def _finish(
         model, data.val_set, batch_size=options["batch_size"], keep=options["val_samples"]
     )
     metrics = pixel_metrics(evaluation.confusion, info.classes.names)
+    support = np.asarray(evaluation.confusion).sum(axis=1)
+    no_negatives = no_negatives_message(
+        [n for n, k in zip(info.classes.names, support, strict=True) if k > 0],
+        "the validation labels",
+    )
+    if no_negatives is not None:
+        log.warning("val mIoU %.3f: %s", metrics["miou"], no_negatives)
     summary = {
         "config": run.config,
         "epochs": run.epochs,
@@ -465,6 +474,8 @@ def _finish(
         "torch_version": torch.__version__,
         "lightning_version": pl.__version__,
     }
+    if no_negatives is not None:
+        summary["warnings"] = [no_negatives]
     metadata = modelfile.ModelMetadata(
         architecture=describe_model(model),
         bands=info.bands,

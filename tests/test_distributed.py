@@ -14,6 +14,7 @@ import pytest
 import rasterio
 import torch
 from _models import BANDS, make_model_file
+from affine import Affine
 from geopandas.testing import assert_geodataframe_equal
 from shapely.geometry import box
 
@@ -315,3 +316,30 @@ def test_resolve_scenes_lists_globs_and_names(tmp_path):
     (tmp_path / "empty.txt").write_text("# nothing\n")
     with pytest.raises(InputFileError, match="names no scene"):
         resolve_scenes([tmp_path / "empty.txt"])
+
+
+def test_scenes_tiled_from_one_class_raster_share_its_classes(tmp_path, client):
+    # Two scenes side by side over a class raster whose codes differ between them (west: 1, 2;
+    # east: 2, 3): taken per scene the ids would differ; one scheme serves both.
+    west = make_synthetic_scene(tmp_path / "west.tif", shape=(32, 32), count=3, fill="random")
+    east = make_synthetic_scene(
+        tmp_path / "east.tif", shape=(32, 32), count=3, fill="random",
+        transform=Affine(10.0, 0, 330320.0, 0, -10.0, 5822040.0),
+    )  # fmt: skip
+    codes = np.ones((32, 64), np.uint8)
+    codes[16:, :32], codes[:, 32:], codes[16:, 32:] = 2, 2, 3
+    labels = tmp_path / "codes.tif"
+    grid = Affine(10.0, 0, 330000.0, 0, -10.0, 5822040.0)
+    profile = dict(driver="GTiff", width=64, height=32, count=1, dtype="uint8", nodata=0,
+                   crs="EPSG:32633", transform=grid)  # fmt: skip
+    with rasterio.open(labels, "w", **profile) as dst:
+        dst.write(codes, 1)
+    options = TilingOptions(chip_size=32, split_fractions=(1.0, 0.0, 0.0), workers=1)
+    result = tile_scenes([west, east], tmp_path / "out", cluster=ClusterOptions(scheduler=client),
+                         labels=labels, options=options)  # fmt: skip
+    assert result.ok, result.failed
+    for run in result.runs:
+        scheme = json.loads((run.out_dir / "classes.json").read_text())
+        assert [c["name"] for c in scheme["classes"]] == ["code_1", "code_2", "code_3"]
+    east_px = read_index(tmp_path / "out" / "east")
+    assert (east_px.px_code_1.sum(), east_px.px_code_3.sum()) == (0, 16 * 32)

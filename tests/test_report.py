@@ -18,7 +18,7 @@ from geounet.classes import ClassInfo, ClassScheme
 from geounet.errors import GridMismatchError, InputFileError, OutputError
 from geounet.evaluate import metrics_from_confusion
 from geounet.raster import open_scene
-from geounet.report import write_report
+from geounet.report import ReportOptions, write_report
 from geounet.sample_data import make_synthetic_scene
 
 SHAPE = (60, 100)  # (height, width): wider than high, so a swapped axis shows
@@ -167,7 +167,7 @@ def test_text_is_escaped(job: dict[str, Path], tmp_path: Path) -> None:
     classes = write_classes(tmp_path / "odd.tif", (class_array() % 2).astype(np.uint8),
                             scheme=scheme)  # fmt: skip
     html = write_report(job["out"], scene=job["scene"], classes=classes,
-                        title="<script>alert(1)</script>").read_text()  # fmt: skip
+                        options=ReportOptions(title="<script>alert(1)</script>")).read_text()  # fmt: skip
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "a&lt;b&gt;&amp;c" in html and "a<b>" not in html
     md = (job["out"] / "report.md").read_text()
@@ -202,3 +202,15 @@ def test_bad_inputs(job: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="not a folder"):
         write_report(tmp_path / "file", **kwargs)
     assert not job["out"].exists()
+
+
+def test_the_report_names_absent_classes_and_meaningless_scores(job: dict[str, Path]) -> None:
+    metrics = json.loads(job["metrics"].read_text())
+    # The fixture's confusion matrix has no water or building reference pixel.
+    metrics |= {"scored": "test split", "absent_classes": ["water", "building"],
+                "warnings": ["only class 'other' is labelled in the reference"]}  # fmt: skip
+    html = write_report(job["out"], scene=job["scene"], classes=job["classes"], metrics=metrics)
+    md = (job["out"] / "report.md").read_text()
+    for text in (html.read_text(), md):
+        assert "Absent from the reference (test split): water, building." in text
+        assert "Warning: only class &#x27;other&#x27;" in text or "Warning: only class 'other'" in text

@@ -13,6 +13,7 @@ from shapely.geometry import box
 from geounet.classes import ClassMap, ClassScheme
 from geounet.errors import ChipSizeError, CRSError, InputFileError, LabelError, OutputError
 from geounet.grid import ChipGrid
+from geounet.labels import LabelOptions
 from geounet.sample_data import make_synthetic_labels, make_synthetic_scene
 from geounet.tiling import BUFFER_SPLIT, TilingOptions, assign_splits, read_index, tile_scene
 
@@ -194,7 +195,9 @@ def test_raster_labels_resampled_nearest(tmp_path, utm_scene):
     ) as dst:
         dst.write(lab, 1)
     out = tmp_path / "c"
-    tile_scene(utm_scene, out, labels=tmp_path / "lab.tif", options=TilingOptions(chip_size=64))
+    # classes_from_labels=False: the values are ids of the default scheme (the old reading).
+    options = TilingOptions(chip_size=64, labels=LabelOptions(classes_from_labels=False))
+    tile_scene(utm_scene, out, labels=tmp_path / "lab.tif", options=options)
     for rec in read_index(out).itertuples():
         with rasterio.open(out / rec.label) as l, rasterio.open(out / rec.image) as img:
             mask = l.read(1)
@@ -346,7 +349,9 @@ def test_raster_labels_outside_their_footprint_are_ignored(tmp_path, utm_scene):
     ) as dst:
         dst.write(np.zeros((1, 301, 100), "uint8"))
     out = tmp_path / "c"
-    tile_scene(utm_scene, out, labels=tmp_path / "lab.tif", options=TilingOptions(chip_size=64))
+    # classes_from_labels=False: the values are ids of the default scheme (the old reading).
+    options = TilingOptions(chip_size=64, labels=LabelOptions(classes_from_labels=False))
+    tile_scene(utm_scene, out, labels=tmp_path / "lab.tif", options=options)
     for rec in read_index(out).itertuples():
         with rasterio.open(out / rec.label) as lab, rasterio.open(out / rec.image) as img:
             mask = lab.read(1)

@@ -48,3 +48,7 @@ def echo_job_result(result: JobResult) -> None:
         f"{m.get('scored', 'reference')}: mIoU {miou:.3f}, overall accuracy {accuracy:.3f}  "
         f"({outputs['evaluate']['metrics']})"
     )
+    if m.get("absent_classes"):
+        click.echo(f"absent from the reference: {', '.join(m['absent_classes'])} (no score)")
+    for warning in m.get("warnings") or []:
+        click.echo(f"warning: {warning}")

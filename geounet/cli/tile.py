@@ -31,6 +31,14 @@ def _fractions(ctx: click.Context, param: click.Parameter, value: str | None) ->
     return parts
 
 
+def _display_bands(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> str | list[str | int] | None:
+    if value is None or "," not in value:
+        return value
+    return [int(v) if v.strip().isdigit() else v.strip() for v in value.split(",")]
+
+
 @click.command(context_settings={"show_default": True})
 @click.argument("scene", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
@@ -51,8 +59,35 @@ def _fractions(ctx: click.Context, param: click.Parameter, value: str | None) ->
 @click.option(
     "--class-map",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="YAML mapping label values to classes.  "
-    "[default: geounet's 4 classes, values are class ids]",
+    help="Class-map YAML: the classes and the label values of each (docs/labels.md).  "
+    "[default: polygons: geounet's 4 classes; a class raster: the raster's own classes]",
+)
+@click.option(
+    "--classes-from-labels/--no-classes-from-labels",
+    default=None,
+    help="Take the classes from the class raster (its category names, colour table or "
+    "distinct codes, remapped to 0..K-1).  [default: yes without --class-map]",
+)
+@click.option(
+    "--background",
+    type=click.Choice(["ignore", "unlabelled"]),
+    help="Pixels outside every polygon: ignored, or the background class (footprint "
+    "labels).  [default: ignore]",
+)
+@click.option("--background-class", help="Class of unlabelled pixels.  [default: class 0]")
+@click.option(
+    "--ignore-buffer",
+    "ignore_buffer_m",
+    type=float,
+    help="Ring of ignore around the polygons, in metres (with --background unlabelled).  "
+    "[default: 0]",
+)
+@click.option(
+    "--display-bands",
+    callback=_display_bands,
+    help="Red,green,blue bands of true-colour maps (names or 1-based indexes) or a preset: "
+    "sentinel2, landsat8-9, landsat5-7, planetscope4, planetscope8, naip.  "
+    "[default: from the band names]",
 )
 @click.option("--chip-size", type=int, help="Chip side in pixels.  [default: 256]")
 @click.option(

@@ -29,6 +29,10 @@ def test_help_lists_every_option_with_default():
         "--workers",
         "--config",
         "--nodata",
+        "--classes-from-labels",
+        "--background",
+        "--ignore-buffer",
+        "--display-bands",
     ]:
         assert flag in result.output
     assert "[default: 256]" in result.output
@@ -134,3 +138,31 @@ def test_nodata_flag_and_yaml_override_the_files_nodata(tmp_path):
     run = CliRunner().invoke(cli, ["tile", str(scene), "--out", str(tmp_path / "c"),
                                    "--nodata", "zero"])  # fmt: skip
     assert run.exit_code == 2 and "--nodata" in run.output and "'zero'" in run.output
+
+
+def test_label_flags_reach_the_tiling(tmp_path):
+    # Built-up areas of the bundled sample as footprints, background labelled, a ring ignored,
+    # and Sentinel-2 bands drawn by explicit names.
+    s = brandenburg_s2()
+    out = tmp_path / "chips"
+    args = ["tile", *map(str, s.bands(["B02", "B03", "B04"])), "--labels", str(s.labels),
+            "--class-map", str(s.class_map.with_name("osm_built_up.yaml")),
+            "--background", "unlabelled", "--ignore-buffer", "10", "--chip-size", "256",
+            "--display-bands", "B04,B03,2", "--out", str(out)]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    tiling = json.loads((out / "tiling.json").read_text())
+    assert tiling["options"]["labels"]["background"] == "unlabelled"
+    assert tiling["display_bands"] == ["B04", "B03", "B03"]
+    assert tiling["class_pixels"]["other"] > 0 and tiling["class_pixels"]["building"] > 0
+    index = read_index(out)
+    assert index["px_ignore"].sum() > 0
+
+
+def test_classes_from_labels_with_a_class_map_is_a_clear_error(tmp_path):
+    scene = make_synthetic_scene(tmp_path / "s.tif", shape=(32, 32), count=3)
+    args = ["tile", str(scene), "--labels", str(scene), "--class-map",
+            str(brandenburg_s2().class_map), "--classes-from-labels", "--chip-size", "32",
+            "--out", str(tmp_path / "c")]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code != 0 and "drop one" in result.output
