@@ -24,7 +24,7 @@ import queue
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +45,8 @@ from geounet.stitching import BlendMerger, MergedStrip, to_uint8_probabilities
 log = logging.getLogger(__name__)
 
 BlendName = Literal["gaussian", "cosine", "crop"]
+ProgressCallback = Callable[[int, int], object]
+"""``progress(chips_done, chips_total)``; raising in it cancels a prediction."""
 
 _MERGE_THREAD_DEVICES = {"cuda"}
 """Devices whose predict blends batch i on a thread while the model runs batch i + 1."""
@@ -154,6 +156,7 @@ def predict_scene(
     *,
     metadata: Any = None,
     options: PredictOptions | None = None,
+    progress: ProgressCallback | None = None,
     **option_fields: Any,
 ) -> PredictResult:
     """Predict a whole scene tile by tile and write the merged class map (and probabilities).
@@ -170,6 +173,9 @@ def predict_scene(
         options: Chip size, overlap, batch, blend, TTA, probabilities, device, engine.
         **option_fields: The same as keywords (``chip_size=512, tta=True``), instead of
             ``options``.
+        progress: Called as ``progress(chips_done, chips_total)`` after each batch (e.g. a
+            QGIS feedback). An exception raised in it cancels the prediction: nothing is
+            published and the working files are removed.
 
     Returns:
         The written paths. ``classes.tif`` has the scene's CRS and transform exactly.
@@ -202,7 +208,7 @@ def predict_scene(
     work = _prepare_out_dir(out)
     try:
         with rasterio.Env(**GDAL_ENV), engine.session():
-            _run(engine, spec, info, grid, options, work)
+            _run(engine, spec, info, grid, options, work, progress)
             result = _publish(work, out, spec, options.probabilities)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -320,6 +326,7 @@ def _run(
     grid: ChipGrid,
     options: PredictOptions,
     work: Path,
+    callback: ProgressCallback | None = None,
 ) -> None:
     from tqdm.auto import tqdm
 
@@ -344,6 +351,8 @@ def _run(
             for strip in merger.add(stacked[:, :ch, :cw], window):
                 writer.put(strip)
         progress.update(len(chips))
+        if callback is not None:
+            callback(progress.n, len(grid))
 
     # On a GPU, batch i is blended on a merge thread while the model runs batch i + 1 (numpy
     # and torch release the GIL), so the merge does not hold the GPU up. One batch at most
