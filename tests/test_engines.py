@@ -136,3 +136,23 @@ def test_predict_and_vectorize_run_without_torch(sample_model, tmp_path):
 
     info = pyogrio.read_info(report["gpkg"], layer="polygons")
     assert info["features"] > 0 and "mean_prob" in list(info["fields"])
+
+
+def test_progress_reports_chips_and_raising_in_it_cancels_without_output(sample_model, tmp_path):
+    _, onnx_path = sample_model
+    scene = write_sample_crop(tmp_path / "crop.tif")
+    seen = []
+    predict_scene(
+        str(onnx_path), scene, tmp_path / "done", progress=lambda d, t: seen.append((d, t))
+    )
+    assert seen[-1][0] == seen[-1][1] > 1 and [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+    class Stop(Exception):
+        pass
+
+    def stop(done, total):
+        raise Stop
+
+    with pytest.raises(Stop):
+        predict_scene(str(onnx_path), scene, tmp_path / "stopped", progress=stop)
+    assert list((tmp_path / "stopped").iterdir()) == []  # no outputs, no working folder
