@@ -12,7 +12,7 @@ the time budget runs out) without stopping the others:
 3. ``model``: forward passes of chips already on the device: the registry's default ``unet``
    (depth 4, base 64, 31 M parameters) and ``unet_large`` (base 128, 124 M): fp32 eager,
    bf16 autocast + channels_last eager, and the same compiled (``torch.compile``).
-4. ``forward``: predict's torch engine (``geounet.engines.TorchEngine``) (pinned host batch -> device, model, softmax, back to
+4. ``forward``: predict's torch engine, ``geounet.engines.TorchEngine`` (pinned host batch -> device, model, softmax, back to
    host): how much the copies cost over the model.
 5. ``e2e``: ``predict_scene`` on the scene with a saved model file (eager), then with
    ``compile=True``; each after a warm-up run on a small scene. ``e2e_null`` runs it with a

@@ -269,24 +269,14 @@ def evaluate_prediction(
                 "values map to classes (--class-map, --class-column)."
             )
         metrics = metrics_from_confusion(cm, scheme.names)
-        log.info(
-            "%s vs %s: %d pixels evaluated, overall accuracy %.4f",
-            pred_path,
-            ref_path,
-            metrics["pixels_evaluated"],
-            metrics["overall_accuracy"],
-        )
+        log.info("%s vs %s: %d pixels evaluated, overall accuracy %.4f", pred_path, ref_path,
+                 metrics["pixels_evaluated"], metrics["overall_accuracy"])
         objects = None
         if object_ids:
             ref_raster = judged[0] if judged else None
             refs = _reference_objects(source, scene, scheme, object_ids, ref_raster, min_area_m2)
-            preds = _raster_objects(
-                judged[1] if judged else pred_path,
-                scheme,
-                object_ids,
-                Path(tmp) / "predicted.gpkg",
-                min_area_m2,
-            )
+            preds = _raster_objects(judged[1] if judged else pred_path, scheme, object_ids,
+                                    Path(tmp) / "predicted.gpkg", min_area_m2)
             objects = {
                 "iou_threshold": iou_threshold,
                 "min_area_m2": min_area_m2,
@@ -429,13 +419,8 @@ def _confusion_pass(
                 pred = scene.read(chip.window)[0]
                 ref = source.mask(chip)
                 if footprint is not None and not footprint.contains(shapely.box(*chip.bounds)):
-                    inside = rasterize(
-                        [(footprint, 1)],
-                        out_shape=chip.shape,
-                        transform=chip.transform,
-                        fill=0,
-                        dtype="uint8",
-                    )
+                    inside = rasterize([(footprint, 1)], out_shape=chip.shape,
+                                       transform=chip.transform, fill=0, dtype="uint8")
                     ref = np.where(inside == 1, ref, np.uint8(ignore))
                 if writers:
                     writers[0].write(ref, 1, window=chip.window)
@@ -463,13 +448,8 @@ def _raster_objects(
     """4-connected regions of a class raster, per class id, as shapely polygons."""
     import pyogrio
 
-    vectorize_raster(
-        path,
-        gpkg,
-        min_area_m2=min_area_m2,
-        classes=[scheme.names[k] for k in ids],
-        block_size=_BLOCK_SIZE,
-    )
+    vectorize_raster(path, gpkg, min_area_m2=min_area_m2, classes=[scheme.names[k] for k in ids],
+                     block_size=_BLOCK_SIZE)
     frame = pyogrio.read_dataframe(gpkg, layer=LAYER_NAME, columns=["class_id"])
     class_id, geoms = frame["class_id"].to_numpy(), frame.geometry.to_numpy()
     return {k: geoms[class_id == k] for k in ids}

@@ -292,6 +292,7 @@ def _evaluate(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[s
     return {"metrics": path, "reference": Path(reference)}
 
 
+
 def _report(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[str, Path]:
     from geounet.report import write_report
     from geounet.stac import ItemAssets, write_stac_item

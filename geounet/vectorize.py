@@ -215,32 +215,18 @@ def _open_inputs(
                     f"{prob}: expected {scheme.num_classes} uint8 bands (one per class of "
                     f"{scheme.names}), got {src.count} of {sorted(set(src.dtypes))}."
                 )
-            if (
-                (src.height, src.width) != shape
-                or not src.transform.almost_equals(transform)
-                or (src.crs != crs)
+            if (src.height, src.width) != shape or not src.transform.almost_equals(transform) or (
+                src.crs != crs
             ):
                 raise GridMismatchError(
                     f"{prob} ({src.width}x{src.height}, {src.crs}) is not on the grid of "
                     f"{class_path} ({shape[1]}x{shape[0]}, {crs}); use the pair predict wrote."
                 )
-    pixel_area_m2, row_area_m2 = _pixel_areas(
-        CRS.from_wkt(crs.to_wkt()), transform, shape[0], class_path
-    )
+    pixel_area_m2, row_area_m2 = _pixel_areas(CRS.from_wkt(crs.to_wkt()), transform, shape[0],
+                                              class_path)
     simplify_px = simplify_m / np.sqrt(pixel_area_m2)
-    return _Grid(
-        class_path,
-        prob,
-        shape,
-        transform,
-        crs.to_wkt(),
-        scheme,
-        polygonise,
-        simplify_px,
-        keep_ids,
-        pixel_area_m2,
-        row_area_m2,
-    )
+    return _Grid(class_path, prob, shape, transform, crs.to_wkt(), scheme, polygonise,
+                 simplify_px, keep_ids, pixel_area_m2, row_area_m2)
 
 
 def _pixel_areas(
@@ -251,10 +237,8 @@ def _pixel_areas(
         factor = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
         return abs(transform.determinant) * factor**2, None
     if transform.b or transform.d:
-        raise CRSError(
-            f"{path} is a rotated geographic grid, whose pixel areas are not "
-            "supported; warp it north-up (gdalwarp) or to a projected CRS."
-        )
+        raise CRSError(f"{path} is a rotated geographic grid, whose pixel areas are not "
+                       "supported; warp it north-up (gdalwarp) or to a projected CRS.")
     # A cell between two parallels: a^2/2 * dlon * (q(lat2) - q(lat1)) with Snyder's authalic
     # q (Map Projections - A Working Manual, eq. 3-12); exact, and additive over pixels.
     geod = crs.get_geod()
@@ -311,12 +295,8 @@ def _vectorize_blocks(grid: _Grid, writer: _LayerWriter, block_size: int) -> Non
             left: tuple[np.ndarray, np.ndarray] | None = None
             finished: list[_Region] = []
             for col_off in range(0, width, block_size):
-                window = Window(
-                    col_off,
-                    row_off,
-                    min(block_size, width - col_off),
-                    min(block_size, height - row_off),
-                )
+                window = Window(col_off, row_off, min(block_size, width - col_off),
+                                min(block_size, height - row_off))
                 data = src.read(1, window=window)
                 probs = None if prob_src is None else prob_src.read(window=window)
                 top_ids, bottom_ids, left_ids, right_ids = joiner.add_block(
@@ -344,11 +324,7 @@ class _SeamJoiner:
         self._next_id = 1
 
     def add_block(
-        self,
-        grid: _Grid,
-        window: Window,
-        data: np.ndarray,
-        probs: np.ndarray | None,
+        self, grid: _Grid, window: Window, data: np.ndarray, probs: np.ndarray | None,
         finished: list[_Region],
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Polygonise one block: pieces off the seams go to ``finished``, the others stay open.
@@ -370,12 +346,8 @@ class _SeamJoiner:
             sums = np.bincount(flat, weights=own.ravel(), minlength=len(class_of))
             sums[class_of >= len(probs)] = np.nan  # a value outside the scheme has no band
         edges = [labels[0], labels[-1], labels[:, 0], labels[:, -1]]
-        inner = [
-            window.row_off > 0,
-            window.row_off + window.height < grid.shape[0],
-            window.col_off > 0,
-            window.col_off + window.width < grid.shape[1],
-        ]
+        inner = [window.row_off > 0, window.row_off + window.height < grid.shape[0],
+                 window.col_off > 0, window.col_off + window.width < grid.shape[1]]
         on_seam = np.zeros(len(class_of), dtype=bool)
         for edge, is_inner in zip(edges, inner, strict=True):
             on_seam[edge] |= is_inner
@@ -389,13 +361,8 @@ class _SeamJoiner:
             polygons = _simplify_block(polygons, labels, window, grid.simplify_px)
         for (_, value), polygon in zip(found, polygons, strict=True):
             label = int(value)
-            region = _Region(
-                int(class_of[label]),
-                [polygon],
-                int(counts[label]),
-                float(areas[label]),
-                float(sums[label]),
-            )
+            region = _Region(int(class_of[label]), [polygon], int(counts[label]),
+                             float(areas[label]), float(sums[label]))
             if not on_seam[label]:
                 finished.append(region)
             elif base + label in self._regions:  # never for GDAL: one polygon per component
@@ -596,36 +563,23 @@ class _LayerWriter:
         import pyogrio.raw  # noqa: PLC0415 - keep `geounet --help` light
 
         geoms = np.concatenate([g for g, _ in self._buffer] or [np.array([], object)])
-        attrs = {
-            k: np.concatenate([a[k] for _, a in self._buffer] or [np.zeros(0)])
-            for k in ("class_id", "area_m2", "mean_prob")
-        }
+        attrs = {k: np.concatenate([a[k] for _, a in self._buffer] or [np.zeros(0)])
+                 for k in ("class_id", "area_m2", "mean_prob")}
         names = self.grid.scheme.names
         if (attrs["class_id"] >= len(names)).any():
-            logger.warning(
-                "%s holds values outside the class scheme %s; naming them class_<id>",
-                self.grid.class_path,
-                names,
-            )
+            logger.warning("%s holds values outside the class scheme %s; naming them class_<id>",
+                           self.grid.class_path, names)
         fields = {
             "class_id": attrs["class_id"].astype(np.int32),
-            "class_name": np.array(
-                [names[i] if i < len(names) else f"class_{i}" for i in attrs["class_id"]],
-                dtype=object,
-            ),
+            "class_name": np.array([names[i] if i < len(names) else f"class_{i}"
+                                    for i in attrs["class_id"]], dtype=object),
             "area_m2": attrs["area_m2"].astype(np.float64),
         }
         if self.grid.prob_path is not None:
             fields["mean_prob"] = attrs["mean_prob"].astype(np.float64)
         pyogrio.raw.write(
-            self.path,
-            shapely.to_wkb(geoms),
-            list(fields.values()),
-            list(fields),
-            layer=LAYER_NAME,
-            driver="GPKG",
-            geometry_type="Polygon",
-            crs=self.grid.crs_wkt,
+            self.path, shapely.to_wkb(geoms), list(fields.values()), list(fields),
+            layer=LAYER_NAME, driver="GPKG", geometry_type="Polygon", crs=self.grid.crs_wkt,
             append=self._created,
             # GeoPackage 1.2: GDAL 3.10 writes 1.4 by default, which QGIS 3.22's GDAL warns about.
             dataset_options=None if self._created else {"VERSION": "1.2"},

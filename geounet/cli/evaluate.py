@@ -50,15 +50,12 @@ def format_table(metrics: dict[str, Any]) -> str:
 @click.command(context_settings={"show_default": True})
 @click.argument("prediction", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
-    "--reference",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
+    "--reference", required=True, type=click.Path(dir_okay=False, path_type=Path),
     help="Reference labels: a class raster (any grid; resampled nearest) or polygons "
     "(GPKG/GeoJSON/SHP).",
 )
 @click.option(
-    "--class-map",
-    type=click.Path(dir_okay=False, path_type=Path),
+    "--class-map", type=click.Path(dir_okay=False, path_type=Path),
     help="YAML mapping reference values to the prediction's classes.  "
     "[default: values are class ids or names]",
 )
@@ -68,26 +65,20 @@ def format_table(metrics: dict[str, Any]) -> str:
     "[default: the class map's 'column']",
 )
 @click.option(
-    "--object-classes",
-    callback=_names,
+    "--object-classes", callback=_names,
     help="Comma-separated classes given object metrics ('none' for none).  "
     "[default: building,field, where the scheme has them]",
 )
 @click.option(
-    "--iou-threshold",
-    type=click.FloatRange(0, 1, min_open=True),
-    default=0.5,
+    "--iou-threshold", type=click.FloatRange(0, 1, min_open=True), default=0.5,
     help="Smallest IoU of a predicted/reference object match.",
 )
 @click.option(
-    "--min-area-m2",
-    type=click.FloatRange(min=0),
-    default=0.0,
+    "--min-area-m2", type=click.FloatRange(min=0), default=0.0,
     help="Ignore objects smaller than this (square metres).",
 )
 @click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
+    "--out", type=click.Path(dir_okay=False, path_type=Path),
     help="Write the metrics as JSON here.  [default: print only]",
 )
 @guarded

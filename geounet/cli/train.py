@@ -35,27 +35,25 @@ _NESTED = {
 
 @click.command(context_settings={"show_default": True})
 @click.option(
-    "--config",
-    "config_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    "--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Job YAML; its 'train' section gives defaults that flags override.",
 )
 @click.option(
-    "--chips",
-    type=click.Path(file_okay=False, path_type=Path),
-    help=("Chips folder written by `geounet tile --labels ...` (required here or in the config)."),
+    "--chips", type=click.Path(file_okay=False, path_type=Path),
+    help=(
+        "Chips folder written by `geounet tile --labels ...` (required here or in the "
+        "config)."
+    ),
 )
 @click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
+    "--out", type=click.Path(file_okay=False, path_type=Path),
     help=(
         "Output folder: model.safetensors, metrics.json, checkpoints/, logs/, plots/ "
         "(required here or in the config)."
     ),
 )
 @click.option(
-    "--model",
-    "model_name",
+    "--model", "model_name",
     help=(
         "Registered model name (unet, residual_unet, attention_unet, unet_plus_plus, "
         "efficient_unet).  [default: unet]"
@@ -67,24 +65,20 @@ _NESTED = {
 )
 @click.option("--lr", type=float, help="Peak learning rate.  [default: 0.001]")
 @click.option(
-    "--optimizer",
-    type=click.Choice(["adamw", "adam", "sgd"]),
+    "--optimizer", type=click.Choice(["adamw", "adam", "sgd"]),
     help="Optimiser.  [default: adamw]",
 )
 @click.option(
-    "--schedule",
-    type=click.Choice(["cosine", "constant"]),
+    "--schedule", type=click.Choice(["cosine", "constant"]),
     help="Learning-rate schedule after the linear warm-up.  [default: cosine]",
 )
 @click.option(
-    "--epochs",
-    type=int,
+    "--epochs", type=int,
     help="Maximum number of epochs (the total, also with --resume).  [default: 50]",
 )
 @click.option("--batch-size", type=int, help="Chips per batch and device.  [default: 8]")
 @click.option(
-    "--num-workers",
-    type=int,
+    "--num-workers", type=int,
     help="DataLoader worker processes (0: read in the main process).  [default: 0]",
 )
 @click.option(
@@ -94,26 +88,22 @@ _NESTED = {
 )
 @click.option("--accelerator", help="cpu, gpu, mps or auto.  [default: auto]")
 @click.option(
-    "--devices",
-    callback=_devices,
+    "--devices", callback=_devices,
     help="Device count, ids like 0,1, or auto.  [default: auto]",
 )
 @click.option(
-    "--num-nodes",
-    type=int,
+    "--num-nodes", type=int,
     help="Machines taking part (DDP across nodes; --devices is per node).  [default: 1]",
 )
 @click.option("--strategy", help="Lightning strategy, e.g. ddp for several GPUs.  [default: auto]")
 @click.option("--seed", type=int, help="Seed of weights, shuffling and augmentation.  [default: 0]")
 @click.option(
-    "--patience",
-    type=int,
+    "--patience", type=int,
     help="Stop after this many epochs without a better validation mIoU.  [default: 15]",
 )
 @click.option("--threads", type=int, help="torch CPU threads.  [default: torch's choice]")
 @click.option(
-    "--resume",
-    is_flag=True,
+    "--resume", is_flag=True,
     help=(
         "Continue the run in --out from checkpoints/last.ckpt; the epoch count goes on "
         "(resume only your own runs)."
@@ -121,9 +111,7 @@ _NESTED = {
 )
 @click.option("--overwrite", is_flag=True, help="Replace an earlier run in --out.")
 @click.option(
-    "--no-progress",
-    "no_progress",
-    is_flag=True,
+    "--no-progress", "no_progress", is_flag=True,
     help="Hide the progress bar (e.g. in CI logs).",
 )
 @guarded
