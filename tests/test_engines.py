@@ -156,3 +156,12 @@ def test_progress_reports_chips_and_raising_in_it_cancels_without_output(sample_
     with pytest.raises(Stop):
         predict_scene(str(onnx_path), scene, tmp_path / "stopped", progress=stop)
     assert list((tmp_path / "stopped").iterdir()) == []  # no outputs, no working folder
+
+
+def test_many_scenes_on_dask_refuse_an_onnx_file_before_any_task(sample_model, tmp_path):
+    from geounet.distributed import predict_scenes
+
+    _, onnx_path = sample_model
+    with pytest.raises(ConfigError, match="torch engine only"):
+        predict_scenes(str(onnx_path), [write_sample_crop(tmp_path / "a.tif")], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
