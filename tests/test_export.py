@@ -70,7 +70,7 @@ def test_graph_masks_nan_pixels_as_predict_masks_nodata(sample_model):
     assert np.abs(got - expected).max() <= TOLERANCE
 
 
-def test_onnx_file_opens_in_old_onnxruntime_and_carries_deepness_metadata(sample_model):
+def test_onnx_file_has_opset_17_ir_8_dynamic_axes_and_deepness_metadata(sample_model):
     model_path, onnx_path = sample_model
     proto = onnx.load(str(onnx_path))
     assert proto.ir_version <= MAX_IR_VERSION
