@@ -12,7 +12,7 @@ the time budget runs out) without stopping the others:
 3. ``model``: forward passes of chips already on the device: the registry's default ``unet``
    (depth 4, base 64, 31 M parameters) and ``unet_large`` (base 128, 124 M): fp32 eager,
    bf16 autocast + channels_last eager, and the same compiled (``torch.compile``).
-4. ``forward``: predict's ``_Forward`` (pinned host batch -> device, model, softmax, back to
+4. ``forward``: predict's torch engine, ``geounet.engines.TorchEngine`` (pinned host batch -> device, model, softmax, back to
    host): how much the copies cost over the model.
 5. ``e2e``: ``predict_scene`` on the scene with a saved model file (eager), then with
    ``compile=True``; each after a warm-up run on a small scene. ``e2e_null`` runs it with a
@@ -298,15 +298,14 @@ def step_model(ctx: dict, name: str, mode: str) -> dict:
 
 
 def step_forward(ctx: dict, compiled: bool) -> dict:
-    """predict's _Forward from a host batch: H2D (pinned), model, softmax, D2H."""
-    import torch
+    """predict's torch engine from a host batch: H2D (pinned), model, softmax, D2H."""
+    from geounet.engines import TorchEngine
+    from geounet.inference import PredictOptions
 
-    from geounet.inference import PredictOptions, _Forward
-
-    device = torch.device("cuda" if ctx["cuda"] else "cpu")
     model = cached_model(ctx, "unet")
-    options = PredictOptions(batch_size=ctx["batch"], compile=compiled)
-    forward = _Forward(model, device, options)
+    device = "cuda" if ctx["cuda"] else "cpu"
+    options = PredictOptions(batch_size=ctx["batch"], compile=compiled, device=device)
+    forward = TorchEngine(model, options)
     rng = np.random.default_rng(0)
     host = rng.standard_normal((ctx["batch"], 13, ctx["chip"], ctx["chip"]), dtype=np.float32)
     per_call, n, first = ctx["timer"].per_call(
@@ -346,10 +345,10 @@ def instrumented(record: dict):
     (writer-bound when large); ``publish_s``: COG, overviews, preview after the pipeline. The
     rest of the pipeline time is waiting for reader threads (decode-bound) and batching.
     """
-    from geounet import inference, stitching
+    from geounet import engines, inference, stitching
 
     patches = [
-        (inference._Forward, "__call__", "forward_s"),
+        (engines.TorchEngine, "__call__", "forward_s"),
         (stitching.BlendMerger, "add", "merge_s"),
         (inference._StripWriter, "put", "put_s"),
         (inference, "_publish", "publish_s"),

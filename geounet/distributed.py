@@ -318,6 +318,11 @@ def predict_scenes(
     options = options or PredictOptions()
     cluster = cluster or ClusterOptions()
     named = _named_scenes(scenes)
+    if isinstance(model, str | Path) and Path(model).suffix.lower() == ".onnx":
+        raise ConfigError(
+            f"{model}: many scenes on dask run the torch engine only; give the .safetensors "
+            "model file, or predict the scenes one by one with the onnx engine."
+        )
     if isinstance(model, str | Path):
         payload = Path(model).read_bytes() if Path(model).is_file() else b""
         spec = ModelSpec.from_metadata(read_model_metadata(model))  # names a missing file

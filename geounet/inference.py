@@ -23,33 +23,32 @@ import os
 import queue
 import shutil
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import rasterio
 
+from geounet._bands import check_scene_bands
 from geounet._files import staged_file, staged_output, write_errors, write_text_atomic
 from geounet._nodata import nodata_rule_from_json
 from geounet._qml import category_names_aux_xml, paletted_raster_qml
 from geounet._resolution import check_scene_resolution
 from geounet.classes import SCHEME_TAG, ClassScheme
+from geounet.engines import ENGINES, Engine, EngineName, open_engine
 from geounet.errors import ConfigError
 from geounet.grid import Chip, ChipGrid
-from geounet.modelfile import check_scene_bands
 from geounet.raster import GDAL_ENV, SceneInfo, open_block_writer, open_scene, write_cog
 from geounet.stitching import BlendMerger, MergedStrip, to_uint8_probabilities
-
-if TYPE_CHECKING:
-    import torch
 
 log = logging.getLogger(__name__)
 
 BlendName = Literal["gaussian", "cosine", "crop"]
+ProgressCallback = Callable[[int, int], object]
+"""``progress(chips_done, chips_total)``; raising in it cancels a prediction."""
 
 _MERGE_THREAD_DEVICES = {"cuda"}
 """Devices whose predict blends batch i on a thread while the model runs batch i + 1."""
@@ -77,6 +76,8 @@ class PredictOptions:
         allow_resolution_mismatch: Predict a scene whose pixels differ from the model's
             training pixels by more than 1.5x (see :mod:`geounet._resolution`); refused by
             default.
+        engine: What runs the model: ``torch``, ``onnx`` (onnxruntime, an exported ``.onnx``
+            file) or ``auto`` (by the model file's suffix); see :mod:`geounet.engines`.
     """
 
     chip_size: int | None = None
@@ -90,6 +91,7 @@ class PredictOptions:
     compile: bool = False
     nodata: float | tuple[float | None, ...] | None = None
     allow_resolution_mismatch: bool = False
+    engine: EngineName = "auto"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -100,6 +102,8 @@ class PredictOptions:
             raise ConfigError(f"overlap must be >= 0, got {self.overlap}.")
         if self.readers is not None and self.readers < 1:
             raise ConfigError(f"readers must be >= 1 or None (automatic), got {self.readers}.")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"engine must be one of {list(ENGINES)}, got {self.engine!r}.")
 
 
 @dataclass(frozen=True)
@@ -153,112 +157,6 @@ class PredictResult:
     qml: Path
 
 
-def _resolve_device(name: str) -> torch.device:
-    import torch
-
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' requested but torch sees no GPU; use --device cpu.")
-    return torch.device(name)
-
-
-def _load(model: Any, metadata: Any) -> tuple[torch.nn.Module, ModelSpec]:
-    """A model and its spec from a model-file path or a module plus metadata."""
-    if isinstance(model, str | Path):
-        from geounet.modelfile import load_model_file  # noqa: PLC0415
-
-        loaded = load_model_file(model)
-        return loaded.model, ModelSpec.from_metadata(loaded.metadata)
-    if metadata is None:
-        raise ConfigError(
-            "predicting with an nn.Module needs metadata (bands, normalization, classes); "
-            "pass metadata=... or a model file path."
-        )
-    spec = metadata if isinstance(metadata, ModelSpec) else ModelSpec.from_metadata(metadata)
-    return model, spec
-
-
-def _dihedral(x: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
-    """The k-th of the 8 flips/rotations of a ``(..., H, W)`` tensor, or its inverse."""
-    import torch
-
-    flip, rot = divmod(k, 4)
-    if not inverse:
-        x = torch.rot90(x, rot, dims=(-2, -1))
-        return torch.flip(x, dims=(-1,)) if flip else x
-    x = torch.flip(x, dims=(-1,)) if flip else x
-    return torch.rot90(x, -rot, dims=(-2, -1))
-
-
-class _Forward:
-    """Runs batches through the model on a device: softmax probabilities, optional TTA."""
-
-    def __init__(
-        self, model: torch.nn.Module, device: torch.device, options: PredictOptions
-    ) -> None:
-        import torch
-
-        self.device = device
-        self.model = model.eval().to(device)
-        if device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
-        if options.compile:
-            self.model = torch.compile(self.model)  # type: ignore[assignment]
-        # A compiled model recompiles (tens of seconds) for a new batch size, so the last batch
-        # is padded to the full size.
-        self.pad_to = options.batch_size if options.compile else None
-        self.tta = options.tta
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        import torch
-
-        n = len(batch)
-        if self.pad_to is not None and n < self.pad_to:
-            batch = np.concatenate(
-                [batch, np.zeros((self.pad_to - n, *batch.shape[1:]), batch.dtype)]
-            )
-        x = torch.from_numpy(batch)
-        if self.device.type == "cuda":
-            x = x.pin_memory().to(self.device, non_blocking=True)
-            x = x.contiguous(memory_format=torch.channels_last)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
-        with torch.inference_mode(), autocast:
-            if not self.tta:
-                probs = self._probs(x)
-            else:
-                probs = (
-                    sum(_dihedral(self._probs(_dihedral(x, k)), k, inverse=True) for k in range(8))
-                    / 8.0
-                )
-        return probs[:n].float().cpu().numpy()
-
-    def _probs(self, x: torch.Tensor) -> torch.Tensor:
-        import torch
-
-        logits = self.model(x)
-        if logits.shape[1] == 1:  # binary model: P(class 1) as the second channel
-            p = torch.sigmoid(logits)
-            return torch.cat([1 - p, p], dim=1)
-        return torch.softmax(logits.float(), dim=1)
-
-
-@contextmanager
-def _cudnn_autotune(device: torch.device) -> Iterator[None]:
-    """Let cuDNN pick the fastest convolution for the fixed chip shape; restored afterwards."""
-    if device.type != "cuda":
-        yield
-        return
-    import torch
-
-    saved = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = True
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = saved
-
-
 OUTPUT_NAMES = (
     "classes.tif", "classes.tif.aux.xml", "classes.qml", "probabilities.tif", "preview.png",
 )  # fmt: skip
@@ -272,13 +170,15 @@ def predict_scene(
     *,
     metadata: Any = None,
     options: PredictOptions | None = None,
+    progress: ProgressCallback | None = None,
     **option_fields: Any,
 ) -> PredictResult:
     """Predict a whole scene tile by tile and write the merged class map (and probabilities).
 
     Args:
-        model: A model file path, or a ``torch.nn.Module`` mapping ``(B, C, H, W)`` normalised
-            float32 to ``(B, K, H, W)`` logits (then ``metadata`` is required).
+        model: A model file path (``.safetensors``, or ``.onnx`` from ``geounet export``, run by
+            onnxruntime without torch), or a ``torch.nn.Module`` mapping ``(B, C, H, W)``
+            normalised float32 to ``(B, K, H, W)`` logits (then ``metadata`` is required).
         scene: One raster, several single-band files, or an opened :class:`SceneInfo`.
         out_dir: Output folder (created). The outputs (:data:`OUTPUT_NAMES`) are written in a
             hidden work folder beside it and swapped in as one set once all are complete and
@@ -286,9 +186,12 @@ def predict_scene(
             files in ``out_dir`` are kept.
         metadata: Bands, normalisation and classes of an ``nn.Module`` (a :class:`ModelSpec`,
             a model file's metadata, or its dict form).
-        options: Chip size, overlap, batch, blend, TTA, probabilities, device.
+        options: Chip size, overlap, batch, blend, TTA, probabilities, device, engine.
         **option_fields: The same as keywords (``chip_size=512, tta=True``), instead of
             ``options``.
+        progress: Called as ``progress(chips_done, chips_total)`` after each batch (e.g. a
+            QGIS feedback). An exception raised in it cancels the prediction: nothing is
+            published and the working files are removed.
 
     Returns:
         The written paths. ``classes.tif`` has the scene's CRS and transform exactly.
@@ -309,7 +212,7 @@ def predict_scene(
         raise ConfigError(
             f"{exc}; valid options: {list(PredictOptions.__dataclass_fields__)}."
         ) from exc
-    net, spec = _load(model, metadata)
+    engine, spec = open_engine(model, metadata, options)
     # The training scene's nodata rule, unless this scene is given its own.
     nodata = options.nodata if options.nodata is not None else spec.nodata
     info = scene if isinstance(scene, SceneInfo) else open_scene(scene, nodata=nodata)
@@ -321,16 +224,16 @@ def predict_scene(
         raise ConfigError(f"overlap {overlap} must be smaller than the chip size {chip}.")
     edge = "pad" if min(info.shape) < chip else "shift"
     grid = ChipGrid.from_scene(info, chip, chip - overlap, edge)
-    device = _resolve_device(options.device)
     if options.readers is None:
-        readers = 2 if device.type == "cpu" else min(os.cpu_count() or 2, 16)
+        readers = 2 if engine.device_type == "cpu" else min(os.cpu_count() or 2, 16)
         options = dataclasses.replace(options, readers=readers)
     out = Path(out_dir)
     # Other files in `out` stay; an old probabilities.tif goes when this run writes none.
+    # A failure, a kill or a cancelling `progress` callback leaves the previous set.
     with staged_output(out, owned=OUTPUT_NAMES) as work:
         (work / ".working").mkdir()
-        with rasterio.Env(**GDAL_ENV), _cudnn_autotune(device):
-            _run(_Forward(net, device, options), spec, info, grid, options, work / ".working")
+        with rasterio.Env(**GDAL_ENV), engine.session():
+            _run(engine, spec, info, grid, options, work / ".working", progress)
             _publish(work / ".working", work, spec, options.probabilities)
         shutil.rmtree(work / ".working")
     probs = out / "probabilities.tif" if options.probabilities else None
@@ -339,11 +242,16 @@ def predict_scene(
     return result
 
 
-def _read_chip(info: SceneInfo, spec: ModelSpec, chip: Chip) -> tuple[np.ndarray, np.ndarray]:
-    """A normalised float32 chip (0 at nodata) and its valid mask."""
+def _read_chip(
+    info: SceneInfo, spec: ModelSpec, chip: Chip, raw: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """A normalised float32 chip (0 at nodata) and its valid mask; ``raw``: NaN at nodata."""
     data, valid = info.read_valid(chip.window, boundless=True)
     # In place: one float32 copy per chip instead of three temporaries.
     x = data.astype(np.float32)
+    if raw:  # the engine (an ONNX graph) normalises and masks NaN itself
+        x[:, ~valid] = np.nan
+        return x, valid
     x -= spec.mean[:, None, None]
     x /= spec.std[:, None, None]
     x[:, ~valid] = 0.0
@@ -351,7 +259,7 @@ def _read_chip(info: SceneInfo, spec: ModelSpec, chip: Chip) -> tuple[np.ndarray
 
 
 def _iter_batches(
-    info: SceneInfo, spec: ModelSpec, grid: ChipGrid, options: PredictOptions
+    info: SceneInfo, spec: ModelSpec, grid: ChipGrid, options: PredictOptions, raw: bool
 ) -> Iterator[tuple[list[Chip], np.ndarray, list[np.ndarray]]]:
     """Batches of chips in row-major order, read ahead by a thread pool (bounded look-ahead)."""
     chips = list(grid)
@@ -362,7 +270,7 @@ def _iter_batches(
         ahead = max(2 * options.batch_size, readers + options.batch_size)
         submitted = 0
         for _ in range(min(ahead, len(chips))):
-            pending.put(pool.submit(_read_chip, info, spec, chips[submitted]))
+            pending.put(pool.submit(_read_chip, info, spec, chips[submitted], raw))
             submitted += 1
         for start in range(0, len(chips), options.batch_size):
             batch = chips[start : start + options.batch_size]
@@ -372,7 +280,7 @@ def _iter_batches(
                 xs.append(x)
                 valids.append(v)
                 if submitted < len(chips):
-                    pending.put(pool.submit(_read_chip, info, spec, chips[submitted]))
+                    pending.put(pool.submit(_read_chip, info, spec, chips[submitted], raw))
                     submitted += 1
             yield batch, np.stack(xs), valids
 
@@ -441,12 +349,13 @@ class _StripWriter:
 
 
 def _run(
-    forward: _Forward,
+    engine: Engine,
     spec: ModelSpec,
     info: SceneInfo,
     grid: ChipGrid,
     options: PredictOptions,
     work: Path,
+    callback: ProgressCallback | None = None,
 ) -> None:
     from tqdm.auto import tqdm
 
@@ -471,17 +380,19 @@ def _run(
             for strip in merger.add(stacked[:, :ch, :cw], window):
                 writer.put(strip)
         progress.update(len(chips))
+        if callback is not None:
+            callback(progress.n, len(grid))
 
     # On a GPU, batch i is blended on a merge thread while the model runs batch i + 1 (numpy
     # and torch release the GIL), so the merge does not hold the GPU up. One batch at most
     # waits, and batches are merged in order: the output is the same as merging inline. On a
     # CPU the model already uses every core, and a merge thread measured no faster.
-    pipelined = forward.device.type in _MERGE_THREAD_DEVICES
+    pipelined = engine.device_type in _MERGE_THREAD_DEVICES
     merging: Future[None] | None = None
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="geounet-merge") as pool:
-            for chips, x, valids in _iter_batches(info, spec, grid, options):
-                probs = forward(x)
+            for chips, x, valids in _iter_batches(info, spec, grid, options, engine.raw_input):
+                probs = engine(x)
                 if probs.shape[1] != k:
                     raise ConfigError(
                         f"the model returns {probs.shape[1]} channels but the class scheme has "

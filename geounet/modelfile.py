@@ -29,9 +29,8 @@ import json
 import logging
 import math
 import os
-import re
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,13 +39,15 @@ import torch
 from torch import nn
 
 from geounet import __version__
+from geounet._bands import check_scene_bands as check_scene_bands  # moved; re-exported
 from geounet._files import staged_file, write_errors
 from geounet._nodata import nodata_rule_from_json
 from geounet.classes import ClassScheme
 from geounet.data import Normalization
-from geounet.errors import BandMismatchError, InputFileError, ModelFileError, OutputError
+from geounet.errors import InputFileError, ModelFileError, OutputError
 
 log = logging.getLogger(__name__)
+
 
 FORMAT_VERSION = 1
 """Version of the metadata layout this geounet writes (and the newest it reads)."""
@@ -55,7 +56,6 @@ METADATA_KEY = "geounet"
 """Key of the JSON document in the safetensors ``__metadata__`` map."""
 
 _MAX_HEADER = 100 * 1024**2  # safetensors' own limit on the JSON header
-_GENERIC_BAND = re.compile(r"^(band[_ ]?)?\d+$", re.IGNORECASE)
 
 _CONVERT_HINT = (
     "geounet never unpickles model files, because unpickling can run arbitrary code. To convert "
@@ -389,43 +389,3 @@ def load_model_file(path: str | Path, *, device: str | torch.device = "cpu") -> 
             f"the weights in {p} do not fit its architecture {arch['name']!r}: {exc}"
         ) from exc
     return LoadedModel(model=model.to(device).eval(), metadata=metadata, path=p)
-
-
-def check_scene_bands(
-    model_bands: Sequence[str], scene_bands: Sequence[str], scene_name: str = "the scene"
-) -> None:
-    """Check that a scene has the bands a model was trained on, in the same order.
-
-    A band-count mismatch is always an error. Different names are an error too, except when
-    the scene's names are generic (``band_1``, ``2``: a GeoTIFF without band descriptions); then
-    the order cannot be checked and a warning is logged.
-
-    Args:
-        model_bands: The model's band names in order (``ModelMetadata.bands``).
-        scene_bands: The scene's band names in order.
-        scene_name: Name used in messages.
-
-    Raises:
-        BandMismatchError: The message names both band lists and how to fix it.
-    """
-    model_bands, scene = list(model_bands), [str(b) for b in scene_bands]
-    if model_bands == scene:
-        return
-    both = (
-        f"the model was trained on {len(model_bands)} bands {model_bands}, but {scene_name} "
-        f"has {len(scene)} bands {scene}"
-    )
-    if len(model_bands) != len(scene):
-        raise BandMismatchError(
-            f"{both}. Give the scene's bands in the model's order (e.g. the same band files), "
-            "or train a model on the bands the scene has."
-        )
-    if all(_GENERIC_BAND.match(b) for b in scene):
-        log.warning(
-            "%s has no band names; assuming its bands are %s in order", scene_name, model_bands
-        )
-        return
-    raise BandMismatchError(
-        f"{both}: the names or their order differ. Reorder or select the scene's bands to "
-        f"{model_bands}."
-    )

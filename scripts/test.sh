@@ -25,6 +25,12 @@ if ! /usr/bin/python3 -c "import qgis.core" 2>/dev/null || ! command -v gdal_ret
   fi
 fi
 
+# The QGIS plugin test runs the plugin in Debian's PyQGIS without torch: a venv for it (quick
+# when it exists already).
+if /usr/bin/python3 -c "import qgis.core" 2>/dev/null; then
+  scripts/qgis_venv.sh
+fi
+
 # -n 2: both cores; pytest's exit status 5 (no tests collected) is a failure here too.
 set +e
 .venv/bin/python -m pytest -n 2 --durations=15 "$@"

@@ -76,3 +76,15 @@ def gdal_bin() -> str:
     if exe is None:
         pytest.skip("gdal-bin not installed")
     return exe
+
+
+@pytest.fixture(scope="session")
+def sample_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny U-Net fitted to the bundled sample (model.safetensors) and its ONNX export."""
+    from _models import make_sample_model_file
+
+    from geounet.export import export_onnx
+
+    folder = tmp_path_factory.mktemp("sample-model")
+    model = make_sample_model_file(folder)
+    return model, export_onnx(model, folder / "model.onnx")

@@ -16,6 +16,7 @@ import click
 from geounet import __version__
 from geounet.cli.demo import demo
 from geounet.cli.evaluate import evaluate
+from geounet.cli.export import export
 from geounet.cli.predict import predict
 from geounet.cli.run import run
 from geounet.cli.tile import tile
@@ -33,7 +34,7 @@ def cli(verbose: int) -> None:
 
     Stages: tile -> train -> predict -> vectorize -> evaluate. `geounet run JOB.yaml` runs
     them all as one job; each stage command takes --config JOB.yaml plus flags that override
-    its fields.
+    its fields. `geounet export` turns a model file into ONNX (QGIS, onnxruntime).
     """
     if "torch" not in sys.modules:
         # GNU OpenMP threads spin while they wait for work; on a busy or shared CPU that made
@@ -60,5 +61,6 @@ cli.add_command(train)
 cli.add_command(predict)
 cli.add_command(vectorize)
 cli.add_command(evaluate)
+cli.add_command(export)
 cli.add_command(run)
 cli.add_command(demo)

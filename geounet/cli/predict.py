@@ -62,6 +62,13 @@ from geounet.cli._scenes import ScenesFlags, check_scene_mode, report_scenes, sc
     help="Threads reading chips ahead of the model.  [default: 2 on a CPU, one a core on a GPU]",
 )
 @click.option(
+    "--engine",
+    type=click.Choice(["auto", "torch", "onnx"]),
+    default="auto",
+    help="What runs the model: torch, or onnx (onnxruntime, a file from `geounet export`; "
+    "no torch needed); auto: onnx for a .onnx MODEL_FILE.",
+)
+@click.option(
     "--compile",
     "compile_model",
     is_flag=True,
