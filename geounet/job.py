@@ -11,6 +11,12 @@ Layout of a job folder (``JobConfig.out``)::
     report/        report.html, report.md and their PNG figures
     item.json      a STAC Item of the outputs
 
+A job of several scenes (``tile.scenes``) tiles them into one chips set and trains one model;
+predict, vectorize, evaluate and report then write one subfolder per scene
+(``predict/<scene>/classes.tif``, ``evaluate/<scene>/metrics.json``, ``report/<scene>/``,
+``item_<scene>.json``), their outputs keyed ``<scene>/<name>``; ``evaluate/metrics.json``
+pools the scored scenes (their confusion matrices summed).
+
 Every stage folder gets a ``stage.json`` once its outputs are complete. It holds the stage's
 fingerprint: a hash of its config section, of the size and modification time of its input
 files and of the run ids of the stages it reads from. A re-run skips a stage whose
