@@ -156,7 +156,9 @@ class TileConfig(_Model):
     @model_validator(mode="after")
     def _one_kind_of_scene(self) -> TileConfig:
         if (self.scene is None) == (self.scenes is None):
-            raise ValueError("give either `scene` (one scene) or `scenes` (a list), not both")
+            raise ValueError(
+                "give exactly one of `scene` (one scene) and `scenes` (a list of them)"
+            )
         if self.scenes is not None:
             names = [s.name for s in self.scenes]
             doubles = sorted({n for n in names if names.count(n) > 1})

@@ -101,8 +101,8 @@ def test_a_whole_scene_split_holds_the_named_scenes_out(tmp_path):
 @pytest.mark.parametrize(
     ("tile", "match"),
     [
-        ({"scene": ["a.tif"], "scenes": [{"name": "a", "scene": "a.tif"}]}, "either `scene`"),
-        ({}, "either `scene`"),
+        ({"scene": ["a.tif"], "scenes": [{"name": "a", "scene": "a.tif"}]}, "exactly one of `scene`"),
+        ({}, "exactly one of `scene`"),
         ({"scenes": [{"name": "a", "scene": "a.tif"}, {"name": "a", "scene": "b.tif"}]},
          "distinct names"),
         ({"scenes": [{"name": "a/b", "scene": "a.tif"}]}, "pattern"),
