@@ -779,7 +779,9 @@ def load_job_config(
         else:
             data[key] = value
     for key, value in (overrides or {}).items():
-        if key.rpartition(".")[2] in _PATH_FIELDS and value is not None:
+        if key.rpartition(".")[2] == "scenes" and isinstance(value, list):
+            value = _resolve_paths({"scenes": value}, Path.cwd())["scenes"]
+        elif key.rpartition(".")[2] in _PATH_FIELDS and value is not None:
             cwd = Path.cwd()
             if isinstance(value, list):
                 value = [resolve_path(v, cwd) for v in value]

@@ -85,6 +85,16 @@ def test_scene_paths_are_relative_to_the_job_file_and_labels_default_to_tile_lab
     assert kwargs["options"].split_fractions == (0.5, 0.25, 0.25)
 
 
+def test_scenes_given_by_set_are_relative_to_the_current_folder(tmp_path, monkeypatch):
+    path = _job_file(tmp_path, {"scene": ["data/a.tif"]})
+    monkeypatch.chdir(tmp_path / "..")
+    job = load_job_config(path, out=tmp_path / "job", overrides={
+        "tile.scene": None, "tile.scenes": [{"name": "x", "scene": "x.tif", "labels": "x.gpkg"}],
+    })  # fmt: skip
+    assert job.tile.scenes[0].scene == [tmp_path.parent / "x.tif"]
+    assert job.tile.scenes[0].labels == tmp_path.parent / "x.gpkg"
+
+
 def test_a_whole_scene_split_holds_the_named_scenes_out(tmp_path):
     three = [{"name": n, "scene": f"{n}.tif"} for n in ("a", "b", "c")]
     path = _job_file(tmp_path, {"scenes": three, "split": {"by": "scene", "test": ["c"]}})
@@ -175,7 +185,7 @@ def test_geounet_tile_cuts_a_configs_scenes_into_one_folder(tmp_path, scenes):
 
 
 @pytest.mark.slow
-def test_the_two_scene_example_holds_the_east_half_out(tmp_path):
+def test_the_two_scene_example_holds_the_east_half_out(tmp_path, qgis_check):
     # configs/two_scenes.yaml as its header says: the sample cut into two scenes first.
     write_sample_halves(tmp_path / "data")
     shutil.copy(CONFIGS / "two_scenes.yaml", tmp_path / "two_scenes.yaml")
@@ -199,3 +209,14 @@ def test_the_two_scene_example_holds_the_east_half_out(tmp_path):
     labelled = index.loc[index["scene"] == "east", ["px_other", "px_field", "px_water",
                                                      "px_building"]].to_numpy().sum()  # fmt: skip
     assert east["pixels_evaluated"] == labelled
+
+    # QGIS opens each scene's outputs and the one index (with its `scene` column).
+    check = qgis_check(
+        out / "predict" / "west" / "classes.tif", out / "predict" / "east" / "classes.tif",
+        out / "vectorize" / "east" / "polygons.gpkg", out / "tile" / "index.gpkg",
+        "--require-cog", "--json",
+    )  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    # The resolved job.yaml (scenes and split included) reloads to the same job: all skipped.
+    again = run_job(load_job_config(out / "job.yaml"))
+    assert {s.status for s in again.stages} == {"skipped"}
