@@ -74,6 +74,13 @@ def check_job(job: JobConfig, source: str = "job") -> None:
     if predicted is not None and scene is not None:
         guard("predict.scene", lambda: _check_predict_scene(job, scene, predicted))
     _check_evaluate(job, class_map, problems)
+    if job.tile.scenes is not None and job.predict.scene is not None and not job.evaluate.reference:
+        # The split labels lie on each tiled scene's grid; another scene has none of them.
+        problems.append(
+            "predict.scene: a job of several tile.scenes scores each of them on its own split "
+            "labels; to predict another scene, also give evaluate.reference (its labels), or "
+            "drop predict.scene to predict every tiled scene."
+        )
     _check_environment(job, problems)
     names = [("vectorize.classes", job.vectorize.classes)]
     names.append(("evaluate.object_classes", job.evaluate.object_classes))

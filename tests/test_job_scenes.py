@@ -142,6 +142,13 @@ def test_the_job_checks_every_scene_before_any_stage(tmp_path, scenes):
     assert not (tmp_path / "job").exists()
 
 
+def test_another_predict_scene_needs_its_own_reference(tmp_path, scenes):
+    job = load_job_config(_job_file(tmp_path, {"scenes": SCENES}), out=tmp_path / "job",
+                          overrides={**TINY, "predict.scene": [str(scenes["east"][0])]})  # fmt: skip
+    with pytest.raises(JobCheckError, match="also give evaluate.reference"):
+        run_job(job)
+
+
 def test_a_two_scene_job_runs_per_scene_and_pools_the_scores(tmp_path, scenes):
     job = load_job_config(_job_file(tmp_path, {"scenes": SCENES}), out=tmp_path / "job",
                           overrides=TINY)  # fmt: skip
