@@ -15,7 +15,7 @@ A job of several scenes (``tile.scenes``) tiles them into one chips set and trai
 predict, vectorize, evaluate and report then write one subfolder per scene
 (``predict/<scene>/classes.tif``, ``evaluate/<scene>/metrics.json``, ``report/<scene>/``,
 ``item_<scene>.json``), their outputs keyed ``<scene>/<name>``; ``evaluate/metrics.json``
-pools the scored scenes (their confusion matrices summed).
+pools the scored scenes (their confusion matrices summed) and ``report/index.html`` lists them.
 
 Every stage folder gets a ``stage.json`` once its outputs are complete. It holds the stage's
 fingerprint: a hash of its config section, of the size and modification time of its input
@@ -518,6 +518,13 @@ def _report(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[str
             outputs[_key(name, "stac_item")] = write_stac_item(
                 item, item_id=item_id, assets=assets, datetime=job.report.datetime
             )
+    names = [name for name, _ in _predict_scenes(job) if name is not None]
+    if names:
+        from geounet._scene_index import write_scene_index
+
+        pooled = json.loads(evaluated["metrics"].read_text()) if "metrics" in evaluated else None
+        title = job.report.title or job.name
+        outputs["report"] = write_scene_index(out / "report", title, pooled, names)
     return outputs
 
 

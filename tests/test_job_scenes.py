@@ -172,6 +172,12 @@ def test_a_two_scene_job_runs_per_scene_and_pools_the_scores(tmp_path, scenes):
     np.testing.assert_array_equal(pooled["confusion_matrix"]["matrix"], sum(matrices))
     assert pooled["pixels_evaluated"] == sum(m["pixels_evaluated"] for m in per_scene.values())
     assert set(pooled["scenes"]) == {"west", "east"}
+    # One page lists every scene's scores and links its report.
+    page = (out / "report" / "index.html").read_text()
+    assert result.output("report", "report") == out / "report" / "index.html"
+    for name, m in per_scene.items():
+        assert f'<a href="{name}/report.html">' in page and f"{m['mean']['iou']:.3f}" in page
+    assert f"{pooled['mean']['iou']:.3f}" in (out / "report" / "index.md").read_text()
     # Each scene is scored on its own test chips only.
     for name, m in per_scene.items():
         tested = index[(index["scene"] == name) & (index["split"] == "test")]

@@ -47,6 +47,8 @@ def echo_job_result(result: JobResult) -> None:
         click.echo(f"polygons: {outputs['vectorize'][prefix + 'polygons']}")
         if prefix + "report" in outputs["report"]:
             click.echo(f"report:   {outputs['report'][prefix + 'report']}")
+    if any("/" in k for k in outputs["predict"]) and "report" in outputs["report"]:
+        click.echo(f"scenes:   {outputs['report']['report']}  (every scene's scores and report)")
     miou, accuracy = mean.get("iou", float("nan")), m.get("overall_accuracy", float("nan"))
     click.echo(
         f"{m.get('scored', 'reference')}: mIoU {miou:.3f}, overall accuracy {accuracy:.3f}  "
