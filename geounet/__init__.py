@@ -17,6 +17,8 @@ _EXPORTS = {
     "open_scene": "geounet.raster",
     "ClassMap": "geounet.classes",
     "tile_scene": "geounet.tiling",
+    "tile_scene_set": "geounet.tiling",
+    "SceneSource": "geounet.tiling",
     "TilingOptions": "geounet.tiling",
     "LabelOptions": "geounet.labels",
     "fit": "geounet.training",

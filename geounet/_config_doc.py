@@ -24,6 +24,8 @@ from geounet.config import (
     OptimizerSection,
     PredictSection,
     ReportSection,
+    SceneEntry,
+    SplitSection,
     TileConfig,
     TrainConfig,
     VectorizeSection,
@@ -32,6 +34,8 @@ from geounet.config import (
 _SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("(top level)", JobConfig, ""),
     ("tile", TileConfig, "tile"),
+    ("tile.scenes[]", SceneEntry, "tile"),
+    ("tile.split", SplitSection, "tile"),
     ("train", TrainConfig, "train"),
     ("train.model", ModelSection, "train"),
     ("train.optimizer", OptimizerSection, "train"),
@@ -46,11 +50,12 @@ _HEADER = """\
 # Job file reference
 
 A job file (`geounet run JOB.yaml`, see `configs/`) has the sections below; every key but
-`out`, `tile.scene` and the `train` section has a default. Unknown keys are errors. Input paths
-are relative to the job file (`geounet:` paths are inside the installed package); `out` is
-relative to the folder you run from. `--set section.key=value` overrides any key. The same
-sections work for the stage commands (`geounet tile --config JOB.yaml`), which also take the
-folders a job sets itself (`tile.out`, `train.chips`, `train.out`).
+`out`, `tile.scene` (or `tile.scenes`) and the `train` section has a default. Unknown keys
+are errors. Input paths are relative to the job file (`geounet:` paths are inside the
+installed package); `out` is relative to the folder you run from. `--set section.key=value`
+overrides any key. The same sections work for the stage commands (`geounet tile --config
+JOB.yaml`), which also take the folders a job sets itself (`tile.out`, `train.chips`,
+`train.out`).
 
 Generated from `geounet/config.py` by `python -m geounet._config_doc > docs/config.md`.
 """

@@ -52,17 +52,35 @@ def check_job(job: JobConfig, source: str = "job") -> None:
             problems.append(f"{key}: {exc}")
             return None
 
-    scene = guard("tile.scene", lambda: open_scene(_strings(job.tile.scene)))
     class_map = guard("tile.class_map", lambda: _class_map(job))
     scheme = class_map.scheme if class_map is not None else ClassScheme.default()
-    _check_labels(job, class_map, problems)
-    _check_chip_sizes(job, scene, problems)
+    opened = []
+    for key, files, labels in _tile_scenes(job):
+        info = guard(
+            f"{key}.scene" if key else "tile.scene", lambda f=files: open_scene(_strings(f))
+        )
+        _check_labels(job, labels, f"{key}.labels" if key else "tile.labels", class_map, problems)
+        if info is not None:
+            opened.append((key, info))
+    scene = opened[0][1] if opened else None
+    for key, info in opened[1:]:  # one model learns every scene: the first one's bands
+        guard(f"{key}.scene", lambda i=info: _check_same_bands(scene, i))  # type: ignore[arg-type]
+    # The smallest scene is the one a chip size can be too large for.
+    small = min((i for _, i in opened), key=lambda i: min(i.shape), default=None)
+    _check_chip_sizes(job, small, problems)
     predicted = scene
     if job.predict.scene is not None:
         predicted = guard("predict.scene", lambda: open_scene(_strings(job.predict.scene or [])))
     if predicted is not None and scene is not None:
         guard("predict.scene", lambda: _check_predict_scene(job, scene, predicted))
     _check_evaluate(job, class_map, problems)
+    if job.tile.scenes is not None and job.predict.scene is not None and not job.evaluate.reference:
+        # The split labels lie on each tiled scene's grid; another scene has none of them.
+        problems.append(
+            "predict.scene: a job of several tile.scenes scores each of them on its own split "
+            "labels; to predict another scene, also give evaluate.reference (its labels), or "
+            "drop predict.scene to predict every tiled scene."
+        )
     _check_environment(job, problems)
     names = [("vectorize.classes", job.vectorize.classes)]
     names.append(("evaluate.object_classes", job.evaluate.object_classes))
@@ -72,6 +90,21 @@ def check_job(job: JobConfig, source: str = "job") -> None:
     guard("out", lambda: _check_writable(Path(job.out)))
     if problems:
         raise JobCheckError(source, problems)
+
+
+def _tile_scenes(job: JobConfig) -> list[tuple[str, list[Path], Path | None]]:
+    """``(key, files, labels)`` of each tiled scene; key ``""`` for a one-scene job."""
+    tile = job.tile
+    if tile.scenes is None:
+        return [("", list(tile.scene or []), tile.labels)]
+    labels = tile.scene_labels()
+    return [(f"tile.scenes[{s.name}]", list(s.scene), labels[s.name]) for s in tile.scenes]
+
+
+def _check_same_bands(first: SceneInfo, scene: SceneInfo) -> None:
+    from geounet.modelfile import check_scene_bands
+
+    check_scene_bands(first.bands, scene.bands, ", ".join(scene.paths))
 
 
 def _strings(paths: list[Path]) -> list[str] | str:
@@ -88,28 +121,29 @@ def _class_map(job: JobConfig) -> ClassMap | None:
     return ClassMap.from_yaml(job.tile.class_map)
 
 
-def _check_labels(job: JobConfig, class_map: ClassMap | None, problems: list[str]) -> None:
-    labels = job.tile.labels
+def _check_labels(
+    job: JobConfig, labels: Path | None, key: str, class_map: ClassMap | None, problems: list[str]
+) -> None:
     if labels is None:
         problems.append(
-            "tile.labels: a job trains a model, so the tile stage needs labels; add "
+            f"{key}: a job trains a model, so the tile stage needs labels; add "
             "`labels:` (polygons or a class raster) to the tile section."
         )
         return
     path = Path(labels)
     if not path.exists():
-        problems.append(f"tile.labels: label file {path} does not exist; check the path.")
+        problems.append(f"{key}: label file {path} does not exist; check the path.")
         return
     if path.suffix.lower() in RASTER_SUFFIXES:
         try:
             with _open(path) as src:
                 if src.crs is None:
                     problems.append(
-                        f"tile.labels: label raster {path} has no CRS; assign one "
+                        f"{key}: label raster {path} has no CRS; assign one "
                         "(gdal_edit.py -a_srs EPSG:XXXX)."
                     )
         except GeounetError as exc:
-            problems.append(f"tile.labels: {exc}")
+            problems.append(f"{key}: {exc}")
         return
     import pyogrio
 
@@ -117,7 +151,7 @@ def _check_labels(job: JobConfig, class_map: ClassMap | None, problems: list[str
         fields = list(pyogrio.read_info(path)["fields"])
     except Exception as exc:  # pyogrio raises several DataSource error types
         problems.append(
-            f"tile.labels: cannot read {path} as vector data ({exc}); expected a GeoPackage, "
+            f"{key}: cannot read {path} as vector data ({exc}); expected a GeoPackage, "
             "GeoJSON or Shapefile of polygons."
         )
         return

@@ -9,6 +9,7 @@ them into the explicit arguments the stage functions take.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,12 +24,82 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_SCENE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class SceneEntry(_Model):
+    """One scene of ``tile.scenes``: a name, its files and (optionally) its own labels."""
+
+    name: str = Field(
+        pattern=_SCENE_NAME,
+        description="scene name: chip-id prefix, `scene` column of the index, job subfolder "
+        "(letters, digits, _ . -)",
+    )
+    scene: list[Path] = Field(description="one multi-band raster, or single-band files to stack")
+    labels: Path | None = Field(
+        None, description="this scene's polygons or class raster (default: `tile.labels`)"
+    )
+
+    @field_validator("scene", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str | Path) else value
+
+    @field_validator("scene")
+    @classmethod
+    def _some_scene(cls, value: list[Path]) -> list[Path]:
+        if not value:
+            raise ValueError("give at least one scene file")
+        return value
+
+
+class SplitSection(_Model):
+    """The ``tile.split`` section: spatial blocks within each scene, or whole scenes held out."""
+
+    by: Literal["block", "scene"] = Field(
+        "block",
+        description="'block': spatial blocks within every scene (split_fractions, "
+        "split_block_chips); 'scene': the scenes named in test/val are held out whole",
+    )
+    test: list[str] = Field(
+        default_factory=list, description="with by: scene, the scenes (names) of the test split"
+    )
+    val: list[str] = Field(
+        default_factory=list,
+        description="with by: scene, the scenes of the val split (default: spatial blocks of "
+        "the training scenes, val's share of split_fractions)",
+    )
+
+    @model_validator(mode="after")
+    def _names_for_scene_split(self) -> SplitSection:
+        if self.by == "block" and (self.test or self.val):
+            raise ValueError("test/val name whole scenes; set `by: scene` to hold them out")
+        if self.by == "scene" and not self.test:
+            raise ValueError("by: scene needs the test scenes: `test: [name, ...]`")
+        both = sorted(set(self.test) & set(self.val))
+        if both:
+            raise ValueError(f"scenes {both} are in both test and val; give each one split")
+        return self
+
+
 class TileConfig(_Model):
     """The ``tile`` section of a job (the options of ``geounet tile``)."""
 
-    scene: list[Path] = Field(description="one multi-band raster, or single-band files to stack")
+    scene: list[Path] | None = Field(
+        None,
+        description="one multi-band raster, or single-band files to stack (or give `scenes`)",
+    )
+    scenes: list[SceneEntry] | None = Field(
+        None,
+        description="several scenes tiled into one chips set: [{name, scene, labels}, ...] "
+        "(instead of `scene`; see tile.scenes[] below)",
+    )
     out: Path = Field(description="output chips folder")
-    labels: Path | None = Field(None, description="polygons (GPKG/GeoJSON/SHP) or a class raster")
+    labels: Path | None = Field(
+        None,
+        description="polygons (GPKG/GeoJSON/SHP) or a class raster (with `scenes`: of every "
+        "scene that names none)",
+    )
     class_column: str | None = Field(None, description="label attribute holding the class values")
     class_map: Path | None = Field(
         None, description="class-map YAML: classes and the values of each (docs/labels.md)"
@@ -63,7 +134,10 @@ class TileConfig(_Model):
         (0.7, 0.15, 0.15), description="train, val, test fractions of spatial blocks"
     )
     split_block_chips: int = Field(2, ge=1, description="side of a split block, in chips")
-    seed: int = Field(0, description="seed of the split draw")
+    seed: int = Field(0, description="seed of the split draw (scene k of `scenes`: seed + k)")
+    split: SplitSection = Field(
+        default_factory=SplitSection, description="spatial blocks or whole scenes held out"
+    )
     compress: Literal["zstd", "deflate", "lzw", "none"] = Field("zstd", description="chip codec")
     workers: int | None = Field(None, ge=1, description="threads (default: one per CPU)")
     nodata: float | list[float | None] | None = Field(
@@ -74,10 +148,33 @@ class TileConfig(_Model):
 
     @field_validator("scene")
     @classmethod
-    def _some_scene(cls, value: list[Path]) -> list[Path]:
-        if not value:
+    def _some_scene(cls, value: list[Path] | None) -> list[Path] | None:
+        if value is not None and not value:
             raise ValueError("give at least one scene file")
         return value
+
+    @model_validator(mode="after")
+    def _one_kind_of_scene(self) -> TileConfig:
+        if (self.scene is None) == (self.scenes is None):
+            raise ValueError(
+                "give exactly one of `scene` (one scene) and `scenes` (a list of them)"
+            )
+        if self.scenes is not None:
+            names = [s.name for s in self.scenes]
+            doubles = sorted({n for n in names if names.count(n) > 1})
+            if not names or doubles:
+                raise ValueError(f"`scenes` needs scenes with distinct names, got {names}")
+        split = self.split
+        if split.by == "scene":
+            names = [s.name for s in self.scenes or []]
+            if self.scenes is None:
+                raise ValueError("split by: scene needs several scenes: give `scenes`")
+            unknown = sorted(set(split.test + split.val) - set(names))
+            if unknown:
+                raise ValueError(f"split names unknown scenes {unknown}; the scenes are {names}")
+            if not set(names) - set(split.test + split.val):
+                raise ValueError("split by: scene holds out every scene; leave one to train on")
+        return self
 
     @model_validator(mode="after")
     def _stride_fits(self) -> TileConfig:
@@ -87,8 +184,65 @@ class TileConfig(_Model):
             raise ValueError("ignore_buffer_m and background_class need background: unlabelled")
         return self
 
+    def scene_names(self) -> list[str] | None:
+        """The names of ``scenes``, or ``None`` for a one-scene (``scene``) section."""
+        return None if self.scenes is None else [s.name for s in self.scenes]
+
+    def scene_files(self) -> list[Path]:
+        """Every scene file and label file the section reads (for fingerprints)."""
+        if self.scenes is None:
+            return [*(self.scene or []), *([self.labels] if self.labels else [])]
+        files = [p for s in self.scenes for p in s.scene]
+        return files + [lab for lab in self.scene_labels().values() if lab is not None]
+
+    def scene_labels(self) -> dict[str, Path | None]:
+        """Scene name -> its labels (its own, else ``labels``); only for ``scenes``."""
+        return {s.name: s.labels or self.labels for s in self.scenes or []}
+
     def tiling_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`geounet.tiling.tile_scene` (options built here)."""
+        """Keyword arguments of :func:`geounet.tiling.tile_scene` (a one-scene section).
+
+        Raises:
+            ConfigError: The section gives ``scenes`` (use :meth:`scene_set_kwargs`).
+        """
+        if self.scene is None:
+            raise ConfigError(
+                "this tile section has `scenes`; tile them with tile_scene_set (`geounet tile "
+                "--config` does), not one scene at a time."
+            )
+        kwargs = self._common_kwargs()
+        return {"scene_paths": [str(p) for p in self.scene], "labels": self.labels, **kwargs}
+
+    def scene_set_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`geounet.tiling.tile_scene_set`, one scene or many."""
+        from geounet.tiling import SceneSource
+
+        kwargs = self._common_kwargs()
+        if self.scenes is None:
+            paths = tuple(str(p) for p in self.scene or [])
+            return {"scenes": [SceneSource(paths, labels=self.labels)], **kwargs}
+        split = self.split
+        held = {n: "test" for n in split.test} | {n: "val" for n in split.val}
+        # Held-out scenes without named val scenes: val comes from spatial blocks of the
+        # training scenes (val's share of the fractions), the test split from the test scenes.
+        rest = "train" if split.val else None
+        if split.by == "scene" and not split.val:
+            f_val = self.split_fractions[1]
+            options = kwargs["options"]
+            kwargs["options"] = replace(options, split_fractions=(1.0 - f_val, f_val, 0.0))
+        labels = self.scene_labels()
+        sources = [
+            SceneSource(
+                tuple(str(p) for p in s.scene),
+                name=s.name,
+                labels=labels[s.name],
+                split=held.get(s.name, rest) if split.by == "scene" else None,  # type: ignore[arg-type]
+            )
+            for s in self.scenes
+        ]
+        return {"scenes": sources, **kwargs}
+
+    def _common_kwargs(self) -> dict[str, Any]:
         from geounet.classes import ClassMap
         from geounet.labels import LabelOptions
         from geounet.tiling import TilingOptions
@@ -115,9 +269,7 @@ class TileConfig(_Model):
         )
         class_map = ClassMap.from_yaml(self.class_map) if self.class_map else None
         return {
-            "scene_paths": [str(p) for p in self.scene],
             "out_dir": self.out,
-            "labels": self.labels,
             "class_map": class_map,
             "class_column": self.class_column,
             "options": options,
@@ -142,6 +294,11 @@ def resolve_path(value: str | Path, base: Path) -> str:
 def _resolve_paths(section: dict[str, Any], base: Path) -> dict[str, Any]:
     """Make relative paths of a YAML section relative to the YAML file's folder."""
     out = dict(section)
+    if isinstance(out.get("scenes"), list):  # tile.scenes: a list of {name, scene, labels}
+        out["scenes"] = [
+            _resolve_paths(entry, base) if isinstance(entry, dict) else entry
+            for entry in out["scenes"]
+        ]
     for key in _PATH_FIELDS & set(out):
         value = out[key]
         if value is None:
@@ -622,7 +779,9 @@ def load_job_config(
         else:
             data[key] = value
     for key, value in (overrides or {}).items():
-        if key.rpartition(".")[2] in _PATH_FIELDS and value is not None:
+        if key.rpartition(".")[2] == "scenes" and isinstance(value, list):
+            value = _resolve_paths({"scenes": value}, Path.cwd())["scenes"]
+        elif key.rpartition(".")[2] in _PATH_FIELDS and value is not None:
             cwd = Path.cwd()
             if isinstance(value, list):
                 value = [resolve_path(v, cwd) for v in value]

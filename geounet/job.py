@@ -11,6 +11,12 @@ Layout of a job folder (``JobConfig.out``)::
     report/        report.html, report.md and their PNG figures
     item.json      a STAC Item of the outputs
 
+A job of several scenes (``tile.scenes``) tiles them into one chips set and trains one model;
+predict, vectorize, evaluate and report then write one subfolder per scene
+(``predict/<scene>/classes.tif``, ``evaluate/<scene>/metrics.json``, ``report/<scene>/``,
+``item_<scene>.json``), their outputs keyed ``<scene>/<name>``; ``evaluate/metrics.json``
+pools the scored scenes (their confusion matrices summed) and ``report/index.html`` lists them.
+
 Every stage folder gets a ``stage.json`` once its outputs are complete. It holds the stage's
 fingerprint: a hash of its config section, of the size and modification time of its input
 files and of the run ids of the stages it reads from. A re-run skips a stage whose
@@ -298,14 +304,36 @@ def _write_record(
 # --- the stages -------------------------------------------------------------------------------
 
 
+def _predict_scenes(job: JobConfig) -> list[tuple[str | None, list[Path]]]:
+    """The scenes predict runs on: ``(name, files)``; name ``None`` writes to the stage folder.
+
+    ``predict.scene`` is one scene; otherwise every tiled scene is predicted, a job of
+    ``tile.scenes`` into one subfolder per scene.
+    """
+    if job.predict.scene is not None:
+        return [(None, list(job.predict.scene))]
+    if job.tile.scenes is None:
+        return [(None, list(job.tile.scene or []))]
+    return [(s.name, list(s.scene)) for s in job.tile.scenes]
+
+
 def _predict_scene_files(job: JobConfig) -> list[Path]:
-    return list(job.predict.scene or job.tile.scene)
+    return [p for _, files in _predict_scenes(job) for p in files]
+
+
+def _key(name: str | None, key: str) -> str:
+    """An output key: ``classes`` for a one-scene job, ``<scene>/classes`` per scene."""
+    return key if name is None else f"{name}/{key}"
+
+
+def _sub(folder: Path, name: str | None) -> Path:
+    return folder if name is None else folder / name
 
 
 def _tile(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[str, Path]:
-    from geounet.tiling import tile_scene
+    from geounet.tiling import tile_scene_set
 
-    result = tile_scene(**job.tile.tiling_kwargs(), overwrite=True)
+    result = tile_scene_set(**job.tile.scene_set_kwargs(), overwrite=True)
     folder = Path(result.out_dir)
     names = ("tiling.json", "index.gpkg", "stats.json", "classes.json")
     return {"chips": folder, **{n.split(".")[0]: folder / n for n in names}}
@@ -326,14 +354,18 @@ def _train(
 def _predict(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[str, Path]:
     from geounet.inference import predict_scene
 
-    scene = [str(p) for p in _predict_scene_files(job)]
-    result = predict_scene(
-        str(runs["train"].outputs["model"]), scene if len(scene) > 1 else scene[0],
-        out / "predict", options=job.predict.predict_options(),
-    )  # fmt: skip
-    outputs = {"classes": result.classes, "qml": result.qml, "preview": result.preview}
-    if result.probabilities is not None:
-        outputs["probabilities"] = result.probabilities
+    outputs: dict[str, Path] = {}
+    for name, files in _predict_scenes(job):
+        scene = [str(p) for p in files]
+        result = predict_scene(
+            str(runs["train"].outputs["model"]), scene if len(scene) > 1 else scene[0],
+            _sub(out / "predict", name), options=job.predict.predict_options(),
+        )  # fmt: skip
+        outputs[_key(name, "classes")] = result.classes
+        outputs[_key(name, "qml")] = result.qml
+        outputs[_key(name, "preview")] = result.preview
+        if result.probabilities is not None:
+            outputs[_key(name, "probabilities")] = result.probabilities
     return outputs
 
 
@@ -341,20 +373,22 @@ def _vectorize(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[
     from geounet.vectorize import vectorize_raster
 
     predicted = runs["predict"].outputs
-    folder = out / "vectorize"
-    folder.mkdir(exist_ok=True)
-    polygons = vectorize_raster(
-        predicted["classes"], folder / "polygons.gpkg",
-        probabilities_path=predicted.get("probabilities"), **job.vectorize.model_dump(),
-    )  # fmt: skip
-    return {"polygons": polygons}
+    outputs: dict[str, Path] = {}
+    for name, _ in _predict_scenes(job):
+        folder = _sub(out / "vectorize", name)
+        folder.mkdir(parents=True, exist_ok=True)
+        outputs[_key(name, "polygons")] = vectorize_raster(
+            predicted[_key(name, "classes")], folder / "polygons.gpkg",
+            probabilities_path=predicted.get(_key(name, "probabilities")),
+            **job.vectorize.model_dump(),
+        )  # fmt: skip
+    return outputs
 
 
 def _evaluate(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[str, Path]:
     from geounet.classes import ClassMap
     from geounet.evaluate import evaluate_prediction, write_metrics
     from geounet.labels import RASTER_SUFFIXES
-    from geounet.tiling import write_split_labels
 
     cfg = job.evaluate
     folder = out / "evaluate"
@@ -365,19 +399,89 @@ def _evaluate(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[s
         "min_area_m2": cfg.min_area_m2,
         "unknown_classes": cfg.unknown_classes,
     }
-    if cfg.reference is None:
-        reference = write_split_labels(
-            runs["tile"].outputs["chips"], cfg.split, folder / f"reference_{cfg.split}.tif"
-        )
-    else:
-        reference = cfg.reference
-        if job.tile.class_map is not None and reference.suffix.lower() not in RASTER_SUFFIXES:
+    if cfg.reference is not None:
+        if job.tile.class_map is not None and cfg.reference.suffix.lower() not in RASTER_SUFFIXES:
             options["class_map"] = ClassMap.from_yaml(job.tile.class_map)
             options["class_column"] = job.tile.class_column
-    metrics = evaluate_prediction(runs["predict"].outputs["classes"], reference, **options)
-    metrics["scored"] = f"{cfg.split} split" if cfg.reference is None else str(reference)
-    path = write_metrics(metrics, folder / "metrics.json")
-    return {"metrics": path, "reference": Path(reference)}
+    outputs: dict[str, Path] = {}
+    per_scene: dict[str, dict[str, Any]] = {}
+    for name, reference in _references(job, runs, folder):
+        _sub(folder, name).mkdir(exist_ok=True)
+        classes = runs["predict"].outputs[_key(name, "classes")]
+        metrics = evaluate_prediction(classes, reference, **options)
+        metrics["scored"] = f"{cfg.split} split" if cfg.reference is None else str(reference)
+        path = write_metrics(metrics, _sub(folder, name) / "metrics.json")
+        outputs |= {_key(name, "metrics"): path, _key(name, "reference"): Path(reference)}
+        per_scene[name or ""] = metrics
+    if job.tile.scenes is not None and job.predict.scene is None:
+        outputs["metrics"] = write_metrics(_pooled_metrics(per_scene), folder / "metrics.json")
+    return outputs
+
+
+def _references(
+    job: JobConfig, runs: Mapping[str, StageRun], folder: Path
+) -> list[tuple[str | None, Path]]:
+    """``(scene name, reference)`` of each scene evaluate scores.
+
+    Without ``evaluate.reference``, each scene's label chips of ``evaluate.split``; a scene
+    with none of them (a training scene of a whole-scene split) is not scored.
+    """
+    from geounet.tiling import scene_entries, write_split_labels
+
+    cfg, scenes = job.evaluate, _predict_scenes(job)
+    if cfg.reference is not None:
+        return [(name, cfg.reference) for name, _ in scenes]
+    chips = runs["tile"].outputs["chips"]
+    if scenes[0][0] is None:
+        return [(None, write_split_labels(chips, cfg.split, folder / f"reference_{cfg.split}.tif"))]
+    counts = {e["name"]: e["splits"].get(cfg.split, 0) for e in scene_entries(chips)}
+    chosen = [name for name, _ in scenes if name is not None and counts.get(name, 0) > 0]
+    skipped = [name for name, _ in scenes if name not in chosen]
+    if skipped:
+        log.info("evaluate: scenes %s have no %s chips; not scored", skipped, cfg.split)
+    if not chosen:
+        raise StageError("evaluate", f"no scene has chips of the {cfg.split!r} split to score.")
+    for name in chosen:
+        (folder / name).mkdir(exist_ok=True)
+    return [
+        (name, write_split_labels(chips, cfg.split, folder / name / f"reference_{cfg.split}.tif",
+                                  scene=name))
+        for name in chosen
+    ]  # fmt: skip
+
+
+def _pooled_metrics(per_scene: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Pixel metrics of every scored scene together (their confusion matrices summed)."""
+    import numpy as np
+
+    from geounet.evaluate import metrics_from_confusion
+
+    names: list[str] = []
+    for m in per_scene.values():
+        names += [n for n in m["confusion_matrix"]["classes"] if n not in names]
+    total = np.zeros((len(names), len(names)), dtype=np.int64)
+    for m in per_scene.values():
+        own = [names.index(n) for n in m["confusion_matrix"]["classes"]]
+        total[np.ix_(own, own)] += np.asarray(m["confusion_matrix"]["matrix"], dtype=np.int64)
+    pooled = metrics_from_confusion(total, names)
+    absent = [n for n in names if pooled["per_class"][n]["support"] == 0]
+    summary = {
+        name: {
+            "metrics": f"{name}/metrics.json",
+            "mean": m["mean"],
+            "overall_accuracy": m["overall_accuracy"],
+            "pixels_evaluated": m["pixels_evaluated"],
+            "objects": m.get("objects"),
+        }
+        for name, m in per_scene.items()
+    }
+    first = next(iter(per_scene.values()))
+    return {
+        "scored": f"{first['scored']} of the scenes {list(per_scene)}, pooled",
+        **pooled,
+        "absent_classes": absent,
+        "scenes": summary,
+    }
 
 
 def _report(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[str, Path]:
@@ -385,28 +489,42 @@ def _report(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[str
     from geounet.stac import ItemAssets, write_stac_item
 
     predicted, evaluated = runs["predict"].outputs, runs["evaluate"].outputs
-    report = write_report(
-        out / "report",
-        scene=[str(p) for p in _predict_scene_files(job)],
-        classes=predicted["classes"],
-        reference=evaluated["reference"],
-        metrics=evaluated["metrics"],
-        train_dir=Path(job.train.out),
-        options=ReportOptions(job.report.title or job.name, job.tile.display_bands),
-    )
-    outputs = {"report": report}
-    if job.report.stac:
-        assets = ItemAssets(
-            classes=predicted["classes"],
-            probabilities=predicted.get("probabilities"),
-            polygons=runs["vectorize"].outputs["polygons"],
-            metrics=evaluated["metrics"],
-            model=runs["train"].outputs["model"],
-            preview=predicted["preview"],
-        )
-        outputs["stac_item"] = write_stac_item(
-            out / "item.json", item_id=job.name, assets=assets, datetime=job.report.datetime
-        )
+    outputs: dict[str, Path] = {}
+    for name, files in _predict_scenes(job):
+        # A training scene of a whole-scene split was not scored: its report shows the maps.
+        scored = _key(name, "metrics") in evaluated
+        title = job.report.title or job.name
+        outputs[_key(name, "report")] = write_report(
+            _sub(out / "report", name),
+            scene=[str(p) for p in files],
+            classes=predicted[_key(name, "classes")],
+            reference=evaluated[_key(name, "reference")] if scored else None,
+            metrics=evaluated[_key(name, "metrics")] if scored else None,
+            train_dir=Path(job.train.out),
+            options=ReportOptions(title if name is None else f"{title}: {name}",
+                                  job.tile.display_bands),
+        )  # fmt: skip
+        if job.report.stac:
+            assets = ItemAssets(
+                classes=predicted[_key(name, "classes")],
+                probabilities=predicted.get(_key(name, "probabilities")),
+                polygons=runs["vectorize"].outputs[_key(name, "polygons")],
+                metrics=evaluated.get(_key(name, "metrics")),
+                model=runs["train"].outputs["model"],
+                preview=predicted[_key(name, "preview")],
+            )
+            item = out / ("item.json" if name is None else f"item_{name}.json")
+            item_id = job.name if name is None else f"{job.name}-{name}"
+            outputs[_key(name, "stac_item")] = write_stac_item(
+                item, item_id=item_id, assets=assets, datetime=job.report.datetime
+            )
+    names = [name for name, _ in _predict_scenes(job) if name is not None]
+    if names:
+        from geounet._scene_index import write_scene_index
+
+        pooled = json.loads(evaluated["metrics"].read_text()) if "metrics" in evaluated else None
+        title = job.report.title or job.name
+        outputs["report"] = write_scene_index(out / "report", title, pooled, names)
     return outputs
 
 
@@ -427,7 +545,7 @@ _STAGE_TABLE: dict[str, _Stage] = {
 }
 
 _INPUT_FILES: dict[str, Callable[[JobConfig], list[Path | None]]] = {
-    "tile": lambda job: [*job.tile.scene, job.tile.labels, job.tile.class_map],
+    "tile": lambda job: [*job.tile.scene_files(), job.tile.class_map],
     "train": lambda job: [],
     "predict": lambda job: _predict_scene_files(job),
     "vectorize": lambda job: [],

@@ -266,10 +266,73 @@ def write_sample_landcover(path: str | Path, *, res: float = 20.0) -> Path:
     return out
 
 
+SAMPLE_HALVES = ("west", "east")
+"""Names of the two scenes :func:`write_sample_halves` cuts the sample into."""
+
+
+def write_sample_halves(folder: str | Path) -> dict[str, tuple[Path, Path]]:
+    """Cut the bundled sample into two scenes, west and east, each with its own labels.
+
+    The 13 bands are stacked to the 10 m grid (as :func:`geounet.raster.open_scene` does for
+    the demo) and the scene is cut at its middle column into two GeoTIFFs of the full height:
+    ``brandenburg_west.tif`` and ``brandenburg_east.tif`` (uint16, band names as the
+    descriptions, each half's exact transform, so they abut without sharing a pixel). The
+    OSM polygons are clipped to each half into ``brandenburg_west.gpkg`` and
+    ``brandenburg_east.gpkg`` (column ``fclass``). It is what ``configs/two_scenes.yaml``
+    reads: two scenes, each with its labels, that a whole-scene hold-out can keep apart.
+
+    Args:
+        folder: Where to write the four files (created); each is written under a temporary
+            name and renamed.
+
+    Returns:
+        Scene name -> ``(scene GeoTIFF, labels GeoPackage)``.
+    """
+    import geopandas as gpd
+    from rasterio.windows import Window
+    from shapely.geometry import box
+
+    from geounet.raster import open_scene, write_chip
+
+    sample = brandenburg_s2()
+    scene = open_scene([str(p) for p in sample.band_paths])
+    height, width = scene.shape
+    half = width // 2
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    polygons = gpd.read_file(sample.labels).to_crs(scene.crs)
+    written = {}
+    for name, col_off, cols in (("west", 0, half), ("east", half, width - half)):
+        window = Window(col_off, 0, cols, height)
+        data, _ = scene.read_valid(window)
+        transform = rasterio.windows.transform(window, scene.transform)
+        tif, gpkg = out / f"brandenburg_{name}.tif", out / f"brandenburg_{name}.gpkg"
+        tmp_tif = tif.with_name(f".{tif.name}.partial.tif")
+        write_chip(tmp_tif, data, crs=scene.crs, transform=transform, band_names=scene.bands,
+                   compress="deflate")  # fmt: skip
+        left, top = transform * (0, 0)
+        right, bottom = transform * (cols, height)
+        clipped = gpd.clip(polygons, box(left, bottom, right, top))
+        clipped = clipped[~clipped.geometry.is_empty].reset_index(drop=True)
+        tmp_gpkg = gpkg.with_name(f".{gpkg.name}.partial.gpkg")
+        tmp_gpkg.unlink(missing_ok=True)
+        clipped.to_file(tmp_gpkg, layer="labels", driver="GPKG")
+        tmp_tif.replace(tif)
+        tmp_gpkg.replace(gpkg)
+        written[name] = (tif, gpkg)
+    return written
+
+
 if __name__ == "__main__":
     import sys
 
-    # python -m geounet.sample_data landcover PATH: the land-cover raster of the sample.
-    if len(sys.argv) != 3 or sys.argv[1] != "landcover":
-        sys.exit("usage: python -m geounet.sample_data landcover OUT.tif")
-    print(write_sample_landcover(sys.argv[2]))
+    # python -m geounet.sample_data landcover PATH: the land-cover raster of the sample;
+    # python -m geounet.sample_data halves FOLDER: the sample as two scenes with labels.
+    usage = "usage: python -m geounet.sample_data landcover OUT.tif | halves FOLDER"
+    if len(sys.argv) != 3 or sys.argv[1] not in ("landcover", "halves"):
+        sys.exit(usage)
+    if sys.argv[1] == "landcover":
+        print(write_sample_landcover(sys.argv[2]))
+    else:
+        for tif, gpkg in write_sample_halves(sys.argv[2]).values():
+            print(tif, gpkg)

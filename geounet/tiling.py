@@ -4,12 +4,18 @@ Output layout (``out_dir``)::
 
     images/<chip_id>.tif   chip GeoTIFF: scene CRS, the chip window's exact transform, all bands
     labels/<chip_id>.tif   uint8 class mask, 255 = ignore/nodata, palette of the class colours
-    index.gpkg             layer "chips": one polygon per chip (scene CRS) with its id, paths,
-                           split, nodata fraction and pixel count per class
+    index.gpkg             layer "chips": one polygon per chip (scene CRS) with its id, scene,
+                           paths, split, nodata fraction and pixel count per class
     stats.json             per-band mean/std/min/max/percentiles over the scene's valid pixels
     classes.json           the class scheme: id, name, colour (and the ignore index)
     tiling.json            the scene, the options and the counts (chips, labelled pixels per
-                           class), the display bands, for later stages
+                           class), the display bands, for later stages; ``scenes`` lists each
+                           scene with its grid, labels, split rule and counts
+
+Several scenes (:func:`tile_scene_set`) go into one such folder: chip ids start with the
+scene's name, the index has a ``scene`` column, ``stats.json`` pools every scene's valid
+pixels and ``classes.json`` is written once. The index is in the first scene's CRS (the
+others' footprints reprojected); each chip keeps its own scene's CRS and grid.
 
 Everything is validated before the first chip is written, and the folder is written under a
 temporary name and renamed at the end, so a failed run never leaves a half-written output.
@@ -24,7 +30,7 @@ import threading
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +38,36 @@ import numpy as np
 import rasterio
 
 from geounet import __version__
-from geounet._files import staged_file, staged_output, write_errors
-from geounet._gdal_errors import gdal_write_errors
-from geounet._qml import categorized_fill_qml, write_gpkg_style
+from geounet._chip_index import (
+    BUFFER_SPLIT,
+    SPLIT_COLOURS,
+    SPLITS,
+    read_index,
+    scene_entries,
+    write_index,
+    write_split_labels,
+)
+from geounet._files import staged_output, write_errors
+from geounet._scene_set import (
+    PreparedScene,
+    SceneSource,
+    check_scene_set,
+    count_splits,
+    scene_entry,
+)
 from geounet._stats import BandStatsAccumulator
 from geounet.classes import ClassMap, ClassScheme, no_negatives_message
 from geounet.display import rgb_indexes
-from geounet.errors import ConfigError, EmptyChipError, LabelWarning, OutputError
+from geounet.errors import (
+    ConfigError,
+    EmptyChipError,
+    LabelWarning,
+    OutputError,
+)
 from geounet.grid import Chip, ChipGrid, EdgeMode
 from geounet.labels import (
     RASTER_SUFFIXES,
     LabelOptions,
-    LabelSource,
     class_map_from_raster,
     label_summary,
     load_labels,
@@ -52,23 +76,26 @@ from geounet.raster import (
     GDAL_ENV,
     ChipCodec,
     SceneInfo,
-    check_raster,
     open_scene,
     write_chip,
 )
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
-BUFFER_SPLIT = "buffer"
-"""Split name of chips dropped from every split because they overlap a chip of another split."""
-
-SPLIT_COLOURS = {
-    "train": (46, 160, 67),
-    "val": (31, 119, 180),
-    "test": (255, 127, 14),
-    BUFFER_SPLIT: (150, 150, 150),
-}  # fmt: skip
+__all__ = [
+    "BUFFER_SPLIT",
+    "SPLITS",
+    "SPLIT_COLOURS",
+    "SceneSource",
+    "TilingOptions",
+    "TilingResult",
+    "assign_splits",
+    "read_index",
+    "scene_entries",
+    "tile_scene",
+    "tile_scene_set",
+    "write_split_labels",
+]
 
 
 @dataclass(frozen=True)
@@ -198,14 +225,13 @@ class _ChipWriter:
 
     def __init__(
         self,
-        scene: SceneInfo,
-        grid: ChipGrid,
-        labels: LabelSource | None,
+        prepared: PreparedScene,
         scheme: ClassScheme,
         options: TilingOptions,
         tmp_dir: Path,
     ) -> None:
-        self.scene, self.grid, self.labels, self.scheme = scene, grid, labels, scheme
+        self.scene, self.grid, self.labels = prepared.scene, prepared.grid, prepared.labels
+        self.name, self.scheme = prepared.name, scheme
         self.options, self.tmp_dir = options, tmp_dir
         self._local = threading.local()
         self.accumulators: list[BandStatsAccumulator] = []
@@ -237,7 +263,7 @@ class _ChipWriter:
         nodata_fraction = 1.0 - float(valid.mean())
         if nodata_fraction > self.options.max_nodata_fraction:
             return None
-        chip_id = f"{self.scene.name}_{chip.chip_id}"
+        chip_id = f"{self.name}_{chip.chip_id}"
         image_rel = f"images/{chip_id}.tif"
         if self.scene.masked:
             # One nodata value cannot say where such a scene is valid: the chip carries the
@@ -254,6 +280,7 @@ class _ChipWriter:
         )
         record: dict[str, Any] = {
             "chip_id": chip_id,
+            "scene": self.name,
             "image": image_rel,
             "row_off": chip.row_off,
             "col_off": chip.col_off,
@@ -317,22 +344,83 @@ def tile_scene(
             lacks, a class map together with ``classes_from_labels=True``), raised before any
             chip is written.
     """
+    paths = scene_paths if isinstance(scene_paths, str | Path) else tuple(scene_paths)
+    return tile_scene_set(
+        [SceneSource(paths, labels=labels)],
+        out_dir,
+        class_map=class_map,
+        class_column=class_column,
+        options=options,
+        overwrite=overwrite,
+    )
+
+
+def tile_scene_set(
+    scenes: Sequence[SceneSource],
+    out_dir: str | Path,
+    *,
+    class_map: ClassMap | None = None,
+    class_column: str | None = None,
+    options: TilingOptions | None = None,
+    overwrite: bool = False,
+) -> TilingResult:
+    """Cut several scenes into ONE chips folder: one index, pooled statistics, one class scheme.
+
+    Each scene is cut on its own grid (chips keep their scene's CRS and transform) and split
+    by its :attr:`SceneSource.split`: a whole scene held out, or spatial blocks within it
+    (scene ``k`` draws its blocks with ``options.seed + k``, so a one-scene set is exactly
+    :func:`tile_scene`). ``stats.json`` holds the statistics of every scene's valid pixels
+    together, which is what a model trained on all of them sees. Scenes whose footprints
+    overlap are logged as a warning: the same ground could land in two splits.
+
+    Args:
+        scenes: The scenes, each with its labels (give every scene the same file for one
+            labels file over all of them).
+        out_dir: Output folder (created; must be empty unless ``overwrite``).
+        class_map: Label value -> class mapping, the same for every scene (see
+            :func:`tile_scene`); class rasters without one must bring the same classes.
+        class_column: Attribute column of vector labels (default: the class map's column).
+        options: Chip size, stride, edge handling, split fractions, codec, label options.
+        overwrite: Replace an existing non-empty ``out_dir``.
+
+    Returns:
+        The folder and chip counts over all scenes.
+
+    Raises:
+        ConfigError: No scene, two scenes of one name, a scene with labels beside one
+            without, or scenes whose class rasters bring different classes.
+        BandMismatchError: Scenes with other band names or data types than the first.
+        GridMismatchError: Scenes of another pixel size than the first.
+        GeounetError: Any error of :func:`tile_scene` for one of the scenes. Everything is
+            raised before any chip is written.
+    """
     options = options or TilingOptions()
     out = Path(out_dir)
-    scene = open_scene(scene_paths, nodata=options.nodata)
-    # A bad display_bands setting fails here, before any work.
-    rgb_indexes(scene.bands, options.display_bands, scene_name=scene.name)
-    grid = ChipGrid.from_scene(scene, options.chip_size, options.effective_stride, options.edge)
-    class_map = _resolve_class_map(labels, scene, class_map, options.labels)
-    label_source = (
-        load_labels(labels, scene, class_map, column=class_column, options=options.labels)
-        if labels is not None
-        else None
-    )
+    if not scenes:
+        raise ConfigError("no scene to tile; give at least one.")
+    prepared: list[PreparedScene] = []
+    schemes: list[ClassMap] = []
+    for k, source in enumerate(scenes):
+        scene = open_scene(source.paths, nodata=options.nodata)
+        # A bad display_bands setting fails here, before any work.
+        rgb_indexes(scene.bands, options.display_bands, scene_name=scene.name)
+        grid = ChipGrid.from_scene(scene, options.chip_size, options.effective_stride, options.edge)
+        resolved = _resolve_class_map(source.labels, scene, class_map, options.labels)
+        label_source = (
+            load_labels(source.labels, scene, resolved, column=class_column, options=options.labels)
+            if source.labels is not None
+            else None
+        )
+        name = source.name or scene.name
+        prepared.append(
+            PreparedScene(scene, grid, label_source, name, source.split, options.seed + k)
+        )
+        schemes.append(resolved)
+    check_scene_set(prepared, schemes)
     _check_out_dir(out, overwrite)
     # The chips folder is one set: a failure (a full disk) or a kill leaves the old one whole.
     with staged_output(out) as tmp, write_errors(out):
-        result = _write_chips(scene, grid, label_source, class_map.scheme, options, tmp)
+        result = _write_chips(prepared, schemes[0].scheme, options, tmp)
         if not overwrite and out.is_dir() and any(out.iterdir()):
             raise OutputError(f"{out} was filled while tiling ran; nothing was replaced.")
     return TilingResult(out, *result)
@@ -382,20 +470,77 @@ def _class_pixels(records: list[dict[str, Any]], scheme: ClassScheme) -> dict[st
 
 
 def _write_chips(
-    scene: SceneInfo,
-    grid: ChipGrid,
-    labels: LabelSource | None,
-    scheme: ClassScheme,
-    options: TilingOptions,
-    tmp: Path,
+    prepared: list[PreparedScene], scheme: ClassScheme, options: TilingOptions, tmp: Path
 ) -> tuple[int, int, int, dict[str, int]]:
+    (tmp / "images").mkdir()
+    if prepared[0].labels is not None:
+        (tmp / "labels").mkdir()
+    records: list[dict[str, Any]] = []
+    accumulators: list[BandStatsAccumulator] = []
+    entries: list[dict[str, Any]] = []
+    grid_total = 0
+    for p in prepared:
+        scene_records, scene_accs = _write_scene_chips(p, scheme, options, tmp)
+        records += scene_records
+        accumulators += scene_accs
+        grid_total += len(p.grid)
+        entries.append(scene_entry(p, scene_records))
+    first = prepared[0].scene
+    if not records:
+        names = ", ".join(p.scene.name for p in prepared)
+        raise EmptyChipError(
+            f"every chip of {names} has more than {options.max_nodata_fraction:.0%} nodata; "
+            "raise --max-nodata or check the scene's nodata value."
+        )
+    stats = accumulators[0]
+    for acc in accumulators[1:]:
+        stats.merge(acc)
+    (tmp / "stats.json").write_text(json.dumps(stats.result(list(first.bands)), indent=2) + "\n")
+    scheme.write_json(tmp / "classes.json")
+    write_index(tmp / "index.gpkg", records, {p.name: p.scene.crs for p in prepared})
+    split_counts = count_splits(records)
+    skipped = grid_total - len(records)
+    labels = [p.labels for p in prepared]
+    meta = {
+        "geounet_version": __version__,
+        "scene": first.to_dict(),
+        "res": list(first.res),
+        "options": {
+            k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(options).items()
+        },
+        "display_bands": [
+            first.bands[i]
+            for i in rgb_indexes(first.bands, options.display_bands, scene_name=first.name)
+        ],
+        "labels": (
+            None
+            if labels[0] is None
+            else label_summary(labels[0])
+            if len(labels) == 1
+            else [label_summary(lab) for lab in labels if lab is not None]
+        ),
+        "chips": {"grid": grid_total, "written": len(records), "skipped_nodata": skipped},
+        "splits": split_counts,
+        "scenes": entries,
+    }
+    if labels[0] is not None:
+        meta["class_pixels"] = _class_pixels(records, scheme)
+    (tmp / "tiling.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return grid_total, len(records), skipped, split_counts
+
+
+def _write_scene_chips(
+    prepared: PreparedScene, scheme: ClassScheme, options: TilingOptions, tmp: Path
+) -> tuple[list[dict[str, Any]], list[BandStatsAccumulator]]:
+    """Cut one scene of the set: its chip records (with their split) and statistics."""
     from tqdm.auto import tqdm
 
-    (tmp / "images").mkdir()
-    if labels is not None:
-        (tmp / "labels").mkdir()
-    writer = _ChipWriter(scene, grid, labels, scheme, options, tmp)
-    splits = assign_splits(grid, options)
+    scene, grid = prepared.scene, prepared.grid
+    writer = _ChipWriter(prepared, scheme, options, tmp)
+    if prepared.split is None:
+        splits = assign_splits(grid, replace(options, seed=prepared.seed))
+    else:  # a scene held out whole: no chip of it shares ground with another split
+        splits = {(chip.grid_row, chip.grid_col): prepared.split for chip in grid}
     workers = options.workers or os.cpu_count() or 1
     chips = list(grid)
     records = []
@@ -412,128 +557,12 @@ def _write_chips(
                 record["split"] = splits[(chip.grid_row, chip.grid_col)]
                 records.append(record)
         progress.close()
-    if not records:
-        raise EmptyChipError(
-            f"every chip of {scene.name} has more than {options.max_nodata_fraction:.0%} nodata; "
-            "raise --max-nodata or check the scene's nodata value."
-        )
-    stats = writer.accumulators[0]
-    for acc in writer.accumulators[1:]:
-        stats.merge(acc)
-    (tmp / "stats.json").write_text(json.dumps(stats.result(list(scene.bands)), indent=2) + "\n")
-    scheme.write_json(tmp / "classes.json")
-    _write_index(tmp / "index.gpkg", records, scene)
-    split_counts = {s: sum(r["split"] == s for r in records) for s in (*SPLITS, BUFFER_SPLIT)}
-    skipped = len(chips) - len(records)
-    meta = {
-        "geounet_version": __version__,
-        "scene": scene.to_dict(),
-        "res": list(scene.res),
-        "options": {
-            k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(options).items()
-        },
-        "display_bands": [
-            scene.bands[i]
-            for i in rgb_indexes(scene.bands, options.display_bands, scene_name=scene.name)
-        ],
-        "labels": label_summary(labels) if labels is not None else None,
-        "chips": {"grid": len(chips), "written": len(records), "skipped_nodata": skipped},
-        "splits": split_counts,
-    }
-    if labels is not None:
-        meta["class_pixels"] = _class_pixels(records, scheme)
-    (tmp / "tiling.json").write_text(json.dumps(meta, indent=2) + "\n")
+    counts = count_splits(records)
     log.info(
         "%s: %d chips written (%d skipped as nodata); splits %s",
-        scene.name,
+        prepared.name,
         len(records),
-        skipped,
-        split_counts,
+        len(chips) - len(records),
+        counts,
     )
-    return len(chips), len(records), skipped, split_counts
-
-
-def _write_index(path: Path, records: list[dict[str, Any]], scene: SceneInfo) -> None:
-    import geopandas as gpd
-    from shapely.geometry import box
-
-    rows = [{k: v for k, v in r.items() if k != "bounds"} for r in records]
-    frame = gpd.GeoDataFrame(rows, geometry=[box(*r["bounds"]) for r in records], crs=scene.crs)
-    order = ["chip_id", "split", "image", "label"]
-    frame = frame[[c for c in order if c in frame] + [c for c in frame if c not in order]]
-    # GeoPackage 1.2: GDAL 3.10 writes 1.4 by default, which QGIS 3.22's GDAL warns about.
-    # Chips drawn as see-through squares coloured by split, so the imagery stays visible.
-    qml = categorized_fill_qml(
-        ClassScheme.default(), attr="split", values=SPLIT_COLOURS, fill_alpha=60
-    )
-    with write_errors(path):
-        frame.to_file(path, layer="chips", driver="GPKG", dataset_options={"VERSION": "1.2"})
-        write_gpkg_style(path, "chips", qml, "splits")
-
-
-def read_index(chips_dir: str | Path) -> Any:
-    """Read a chips folder's ``index.gpkg`` as a GeoDataFrame (layer ``chips``)."""
-    import geopandas as gpd
-
-    return gpd.read_file(Path(chips_dir) / "index.gpkg", layer="chips")
-
-
-def write_split_labels(chips_dir: str | Path, split: str, out_path: str | Path) -> Path:
-    """Write a class raster on the scene grid holding the label chips of one split only.
-
-    Evaluating a whole-scene prediction against every label would also score the pixels the
-    model was trained on; this raster keeps the held-out split's labels and marks every other
-    pixel 255 (ignored), so ``evaluate_prediction(classes, out_path)`` scores that split alone.
-
-    Args:
-        chips_dir: A chips folder with labels (written by :func:`tile_scene`).
-        split: ``train``, ``val`` or ``test``.
-        out_path: The GeoTIFF to write (scene CRS and transform, uint8, nodata 255, the class
-            scheme in its ``GEOUNET_CLASSES`` tag); written under a temporary name and renamed.
-
-    Returns:
-        ``out_path``.
-
-    Raises:
-        ConfigError: An unknown split.
-        InputFileError: The chips folder lacks labels or its ``tiling.json``.
-    """
-    from geounet.classes import SCHEME_TAG
-    from geounet.errors import InputFileError
-
-    if split not in SPLITS:
-        raise ConfigError(f"unknown split {split!r}; choose one of {SPLITS}.")
-    chips = Path(chips_dir)
-    try:
-        meta = json.loads((chips / "tiling.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise InputFileError(
-            f"{chips / 'tiling.json'} is missing or unreadable ({exc}); is {chips} a chips "
-            "folder written by `geounet tile`?"
-        ) from exc
-    if not meta.get("labels"):
-        raise InputFileError(f"chips folder {chips} has no labels; tile with --labels.")
-    scheme = ClassScheme.from_dict(json.loads((chips / "classes.json").read_text()))
-    height, width = meta["scene"]["shape"]
-    ignore = np.uint8(scheme.ignore_index)
-    mask = np.full((height, width), ignore, dtype=np.uint8)
-    index = read_index(chips)
-    for rec in index[index["split"] == split].itertuples():
-        with rasterio.open(chips / rec.label) as src:
-            data = src.read(1)
-        rows = slice(rec.row_off, rec.row_off + rec.height)
-        cols = slice(rec.col_off, rec.col_off + rec.width)
-        mask[rows, cols] = np.where(data != ignore, data, mask[rows, cols])
-    out = Path(out_path)
-    profile = {
-        "driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": "uint8",
-        "crs": rasterio.crs.CRS.from_wkt(meta["scene"]["crs"]),
-        "transform": rasterio.Affine(*meta["scene"]["transform"]), "nodata": int(ignore),
-        "compress": "deflate", "tiled": True,
-    }  # fmt: skip
-    with staged_file(out) as tmp, gdal_write_errors(out, needed_bytes=mask.nbytes):
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(mask, 1)
-            dst.update_tags(**{SCHEME_TAG: json.dumps(scheme.to_dict())})
-        check_raster(tmp)
-    return out
+    return records, writer.accumulators

@@ -313,7 +313,7 @@ def test_output_never_half_written(tmp_path, utm_scene, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(tiling, "_write_index", boom)
+    monkeypatch.setattr(tiling, "write_index", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         tile_scene(utm_scene, tmp_path / "out", options=TilingOptions(chip_size=64))
     assert not (tmp_path / "out").exists()

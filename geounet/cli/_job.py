@@ -40,9 +40,15 @@ def echo_job_result(result: JobResult) -> None:
     m = result.metrics
     mean = m.get("mean", {})
     outputs = {s.name: s.outputs for s in result.stages}
-    click.echo(f"classes:  {outputs['predict']['classes']}  (open in QGIS)")
-    click.echo(f"polygons: {outputs['vectorize']['polygons']}")
-    click.echo(f"report:   {outputs['report']['report']}")
+    # A job of several scenes keys each scene's outputs as "<scene>/classes".
+    for key in [k for k in outputs["predict"] if k.rpartition("/")[2] == "classes"]:
+        prefix = key[: -len("classes")]
+        click.echo(f"classes:  {outputs['predict'][key]}  (open in QGIS)")
+        click.echo(f"polygons: {outputs['vectorize'][prefix + 'polygons']}")
+        if prefix + "report" in outputs["report"]:
+            click.echo(f"report:   {outputs['report'][prefix + 'report']}")
+    if any("/" in k for k in outputs["predict"]) and "report" in outputs["report"]:
+        click.echo(f"scenes:   {outputs['report']['report']}  (every scene's scores and report)")
     miou, accuracy = mean.get("iou", float("nan")), m.get("overall_accuracy", float("nan"))
     click.echo(
         f"{m.get('scored', 'reference')}: mIoU {miou:.3f}, overall accuracy {accuracy:.3f}  "

@@ -1,7 +1,8 @@
 """``geounet tile``: cut a scene into georeferenced chips, label masks and a chip index.
 
-One scene runs in this process; ``--scenes`` tiles many as tasks on dask.distributed
-(:func:`geounet.distributed.tile_scenes`).
+One scene (or a config's ``scenes``, into one chips folder with
+:func:`geounet.tiling.tile_scene_set`) runs in this process; ``--scenes`` tiles many into
+separate chips folders as tasks on dask.distributed (:func:`geounet.distributed.tile_scenes`).
 """
 
 from __future__ import annotations
@@ -163,10 +164,15 @@ def tile(
     cluster (--dask-workers N) or a running one (--scheduler ADDRESS) and becomes the chips
     folder DIR/<scene-stem>/; --labels serves every scene. DIR/run.json lists each scene's
     status, seconds and outputs. The exit status is 1 when a scene failed.
+
+    Several scenes into ONE chips folder (one index with a `scene` column, pooled statistics,
+    one model): list them under `scenes:` in the config's tile section, each with a name and
+    its labels, and split by spatial blocks or hold whole scenes out (`split: {by: scene,
+    test: [...]}`); see README, Many scenes in one job.
     """
     from geounet._lock import folder_lock
     from geounet.config import TileConfig, load_section
-    from geounet.tiling import tile_scene
+    from geounet.tiling import tile_scene_set
 
     scene_flags = ScenesFlags(scenes, dask_workers, scheduler, retries)
     check_scene_mode(scene, scene_flags, required=False)
@@ -180,9 +186,9 @@ def tile(
         many = resolve_scenes(scenes)
         overrides["scene"] = list(many[0])  # the config needs a scene; --scenes replaces it
     cfg = load_section(config_path, "tile", overrides, TileConfig)
-    kwargs = cfg.tiling_kwargs()
     with folder_lock(cfg.out, beside=True):  # tiling swaps the whole folder in
         if many is not None:
+            kwargs = cfg.tiling_kwargs()
             del kwargs["scene_paths"]
             out_dir = kwargs.pop("out_dir")
             runs = tile_scenes(
@@ -190,7 +196,8 @@ def tile(
             )
             report_scenes(runs, "tiled")
             return
-        result = tile_scene(**kwargs, overwrite=overwrite)
+        # One scene, or the config's `scenes` together into one chips folder.
+        result = tile_scene_set(**cfg.scene_set_kwargs(), overwrite=overwrite)
     counts = ", ".join(f"{k} {v}" for k, v in result.split_counts.items())
     click.echo(
         f"wrote {result.chips_written} chips ({result.chips_skipped_nodata} skipped as nodata; "
