@@ -77,6 +77,10 @@ class PredictOptions:
         allow_resolution_mismatch: Predict a scene whose pixels differ from the model's
             training pixels by more than 1.5x (see :mod:`geounet._resolution`); refused by
             default.
+        dn_offset: DN added to this scene to harmonise it for a model with an input recipe
+            (-1000 for a Sentinel-2 product of baseline >= 04.00); ``None``: from the scene's
+            product metadata, else the training scene's convention. Ignored by recipe-less
+            models.
     """
 
     chip_size: int | None = None
@@ -90,6 +94,7 @@ class PredictOptions:
     compile: bool = False
     nodata: float | tuple[float | None, ...] | None = None
     allow_resolution_mismatch: bool = False
+    dn_offset: float | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -107,7 +112,9 @@ class ModelSpec:
     """What prediction needs to know about a model: bands, normalisation, classes, pixel size.
 
     ``res`` and ``crs`` (the training pixel size and CRS) are ``None`` when unknown; the
-    resolution check is then skipped.
+    resolution check is then skipped. ``recipe`` is the model file's input recipe
+    (:class:`geounet.radiometry.InputRecipe`; ``None``: plain ``(DN - mean) / std``) and
+    ``scene_offset`` the DN offset of the scene being predicted.
     """
 
     bands: tuple[str, ...]
@@ -118,6 +125,8 @@ class ModelSpec:
     nodata: float | tuple[float | None, ...] | None = None
     res: tuple[float, float] | None = None
     crs: str | None = None
+    recipe: Any = None
+    scene_offset: float | None = None
 
     @classmethod
     def from_metadata(cls, metadata: Any) -> ModelSpec:
@@ -135,12 +144,24 @@ class ModelSpec:
                 nodata=nodata_rule_from_json(data.get("nodata")),
                 res=tuple(data["res"]) if data.get("res") else None,  # type: ignore[arg-type]
                 crs=data.get("crs_hint"),
+                recipe=_recipe(data),
             )
         except KeyError as exc:
             raise ConfigError(
                 f"model metadata lacks {exc}; it needs bands, normalization (mean, std) "
                 "and classes."
             ) from exc
+
+
+def _recipe(data: Mapping[str, Any]) -> Any:
+    """The metadata's input recipe, or ``None`` for the plain normalisation of older files."""
+    if not data.get("input"):
+        return None
+    from geounet.data import Normalization  # noqa: PLC0415
+    from geounet.radiometry import InputRecipe  # noqa: PLC0415
+
+    norm = Normalization.from_dict(data["normalization"])
+    return InputRecipe.from_dict(data["input"], data["bands"], norm)
 
 
 @dataclass(frozen=True)
@@ -315,6 +336,11 @@ def predict_scene(
     info = scene if isinstance(scene, SceneInfo) else open_scene(scene, nodata=nodata)
     check_scene_bands(spec.bands, info.bands, info.name)
     check_scene_resolution(spec.res, spec.crs, info, allow=options.allow_resolution_mismatch)
+    if spec.recipe is not None:
+        from geounet.radiometry import resolve_offset  # noqa: PLC0415
+
+        offset = resolve_offset(options.dn_offset, info.paths, default=spec.recipe.offset)
+        spec = dataclasses.replace(spec, scene_offset=offset)
     chip = options.chip_size or spec.chip_size
     overlap = options.overlap if options.overlap is not None else chip // 4
     if overlap >= chip:
@@ -342,6 +368,8 @@ def predict_scene(
 def _read_chip(info: SceneInfo, spec: ModelSpec, chip: Chip) -> tuple[np.ndarray, np.ndarray]:
     """A normalised float32 chip (0 at nodata) and its valid mask."""
     data, valid = info.read_valid(chip.window, boundless=True)
+    if spec.recipe is not None:  # harmonise, scale, index channels: exactly as in training
+        return spec.recipe.apply(data, valid, offset=spec.scene_offset), valid
     # In place: one float32 copy per chip instead of three temporaries.
     x = data.astype(np.float32)
     x -= spec.mean[:, None, None]

@@ -53,6 +53,7 @@ from geounet.data import Augment, ChipsInfo, read_chips_info
 from geounet.errors import ConfigError, InputFileError, OutputError
 from geounet.losses import LossSpec
 from geounet.models import describe_model
+from geounet.radiometry import SENTINEL2_INDEX_BANDS, InputRecipe, SpectralJitter, resolve_offset
 
 __all__ = [
     "MODEL_FILE",
@@ -88,6 +89,14 @@ class TrainingOptions:
         loss_options: Loss options (``class_weights``, ``gamma``, ...).
         optimizer: Optimiser and schedule.
         augment: Training augmentation (``None``: none).
+        spectral: Random per-band gain/offset of the harmonised pixels (see
+            :class:`geounet.radiometry.SpectralJitter`).
+        scale: Radiometric scale after the offset (``1e-4``: Sentinel-2/Landsat DN to
+            reflectance; 1 keeps DN). Stored in the model file.
+        dn_offset: DN added to the training scene to harmonise it: a number, or ``auto`` (its
+            Sentinel-2 product metadata: -1000 from baseline 04.00, else 0).
+        indices: Index channels (``ndvi``, ``ndwi``, ``ndbi``) appended to the bands.
+        index_bands: Band name of each index role (``red``, ``green``, ``nir``, ``swir1``).
         epochs: Maximum number of epochs.
         batch_size: Chips per batch and device.
         num_workers: DataLoader worker processes (0 reads in the main process).
@@ -114,6 +123,11 @@ class TrainingOptions:
     loss_options: Mapping[str, Any] = field(default_factory=dict)
     optimizer: OptimizerOptions = field(default_factory=OptimizerOptions)
     augment: Augment | None = field(default_factory=Augment)
+    spectral: SpectralJitter = field(default_factory=SpectralJitter)
+    scale: float = 1.0
+    dn_offset: float | str = "auto"
+    indices: tuple[str, ...] = ()
+    index_bands: Mapping[str, str] = field(default_factory=lambda: dict(SENTINEL2_INDEX_BANDS))
     epochs: int = 50
     batch_size: int = 8
     num_workers: int = 0
@@ -145,6 +159,8 @@ class TrainingOptions:
         out = asdict(self)
         out["model_options"] = dict(self.model_options)
         out["loss_options"] = dict(self.loss_options)
+        out["index_bands"] = dict(self.index_bands)
+        out["indices"] = list(self.indices)
         out["devices"] = (
             list(self.devices)
             if isinstance(self.devices, Sequence) and not isinstance(self.devices, str)
@@ -344,9 +360,10 @@ def _fit(
 ) -> TrainResult:
     """Build the task, data and trainer, fit, then finish on rank 0."""
     pl.seed_everything(options.seed, workers=True, verbose=False)
+    recipe = _input_recipe(info, options)
     architecture = {
         "name": options.model,
-        "in_channels": len(info.bands),
+        "in_channels": recipe.in_channels,
         "num_classes": info.classes.num_classes,
         "options": dict(options.model_options),
     }
@@ -366,6 +383,8 @@ def _fit(
         batch_size=options.batch_size,
         num_workers=options.num_workers,
         augment=options.augment,
+        recipe=recipe,
+        jitter=options.spectral,
     )
     callbacks, loggers = _callbacks_and_loggers(out, options)
     if ckpt_path is not None:
@@ -415,6 +434,20 @@ def _fit(
         return TrainResult(out, None, best, trainer.current_epoch, None, {}, seconds, {})
     run = _RunSummary(out, best, trainer.current_epoch, seconds, run_config)
     return _finish(task, data, info, run)
+
+
+def _input_recipe(info: ChipsInfo, options: TrainingOptions) -> InputRecipe:
+    """The recipe of this run; ``dn_offset: auto`` reads the training scene's product metadata."""
+    tiling = json.loads((info.path / "tiling.json").read_text())
+    paths = (tiling.get("scene") or {}).get("paths") or []
+    return InputRecipe(
+        bands=info.bands,
+        normalization=info.normalization,
+        scale=options.scale,
+        offset=resolve_offset(options.dn_offset, paths),
+        indices=tuple(options.indices),
+        index_bands=dict(options.index_bands),
+    )
 
 
 def _best_checkpoint(out: Path, trainer: pl.Trainer) -> Path:
@@ -486,6 +519,9 @@ def _finish(
         crs_hint=info.crs,
         nodata=info.nodata,
         training=summary,
+        recipe={}
+        if data.train_set.recipe is None or data.train_set.recipe.is_default
+        else data.train_set.recipe.to_dict(),
     )
     # The products (model file, metrics, plots) are published as one set; the checkpoints and
     # logs Lightning wrote in place stay (staged_output carries them over as hard links).
