@@ -424,7 +424,8 @@ class TrainConfig(_Model):
         "ce+dice", description="loss name, sum ('ce+dice') or {name: weight}"
     )
     loss_options: dict[str, Any] = Field(
-        default_factory=dict, description="loss options, e.g. {class_weights: [1, 1, 2, 2]}"
+        default_factory=dict,
+        description="loss options, e.g. {class_weights: [1, 1, 2, 2]} or {class_weights: auto}",
     )
     optimizer: OptimizerSection = Field(default_factory=OptimizerSection)
     augment: AugmentSection = Field(default_factory=AugmentSection)

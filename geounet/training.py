@@ -86,7 +86,8 @@ class TrainingOptions:
         model: Registered model name (:func:`geounet.models.list_models`).
         model_options: Its options (:func:`geounet.models.model_options`).
         loss: Loss spec of :func:`geounet.losses.create_loss` (``"ce+dice"``, ``{"ce": 1}``).
-        loss_options: Loss options (``class_weights``, ``gamma``, ...).
+        loss_options: Loss options (``class_weights``: one per class, or ``auto`` for the damped
+            inverse frequency of the train chips; ``gamma``, ...).
         optimizer: Optimiser and schedule.
         augment: Training augmentation (``None``: none).
         spectral: Random per-band gain/offset of the harmonised pixels (see
@@ -367,16 +368,18 @@ def _fit(
         "num_classes": info.classes.num_classes,
         "options": dict(options.model_options),
     }
+    loss_options = _resolve_class_weights(info, options.loss_options)
     task = SegmentationTask(
         architecture,
         info.classes.names,
         loss=options.loss,
-        loss_options=dict(options.loss_options),
+        loss_options=loss_options,
         optimizer=asdict(options.optimizer),
         ignore_index=info.classes.ignore_index,
         channels_last=options.channels_last,
     )
     run_config = {"chips_dir": str(info.path.resolve()), "options": options.to_dict()}
+    run_config["loss_options"] = loss_options  # with class_weights: auto resolved
     task.run_config = run_config
     data = ChipDataModule(
         info.path,
@@ -434,6 +437,39 @@ def _fit(
         return TrainResult(out, None, best, trainer.current_epoch, None, {}, seconds, {})
     run = _RunSummary(out, best, trainer.current_epoch, seconds, run_config)
     return _finish(task, data, info, run)
+
+
+def _resolve_class_weights(info: ChipsInfo, loss_options: Mapping[str, Any]) -> dict[str, Any]:
+    """``class_weights: auto``: damped inverse frequency of each class in the train chips.
+
+    ``w_k = sqrt(median_f / f_k)`` over the classes present (median-frequency balancing with a
+    square root, so a class 100x rarer weighs 10x, not 100x), scaled to a mean of 1; classes
+    absent from the train split get weight 1 (they contribute no pixels anyway).
+    """
+    out = dict(loss_options)
+    if out.get("class_weights") != "auto":
+        return out
+    from geounet.tiling import read_index
+
+    index = read_index(info.path)
+    train = index[index["split"] == "train"]
+    names = info.classes.names
+    counts = np.asarray(
+        [float(train[f"px_{n}"].sum()) if f"px_{n}" in train else 0.0 for n in names]
+    )
+    present = counts > 0
+    if not present.any():
+        raise ConfigError(
+            f"class_weights: auto found no labelled train pixels in {info.path / 'index.gpkg'}; "
+            "give the weights as a list, one per class."
+        )
+    freq = counts / counts.sum()
+    weights = np.ones(len(names))
+    weights[present] = np.sqrt(np.median(freq[present]) / freq[present])
+    weights = weights / weights.mean()
+    out["class_weights"] = [round(float(w), 4) for w in weights]
+    log.info("class_weights auto: %s", dict(zip(names, out["class_weights"], strict=True)))
+    return out
 
 
 def _input_recipe(info: ChipsInfo, options: TrainingOptions) -> InputRecipe:

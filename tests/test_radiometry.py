@@ -14,7 +14,7 @@ from _chips import make_chips  # noqa: E402  (tests/ is on pythonpath)
 from rasterio.windows import from_bounds
 
 from geounet.config import TrainConfig
-from geounet.data import ChipDataset, Normalization
+from geounet.data import ChipDataset, Normalization, read_chips_info
 from geounet.errors import BandMismatchError, ConfigError, InputFileError
 from geounet.inference import ModelSpec, _read_chip, predict_scene
 from geounet.modelfile import ModelMetadata, load_model_file, read_model_metadata
@@ -248,3 +248,27 @@ def test_old_model_files_without_a_recipe_still_load_and_predict(tmp_path):
     loaded = load_model_file(path)
     assert loaded.metadata.recipe == {} and loaded.metadata.input_recipe().is_default
     assert ModelSpec.from_metadata(loaded.metadata).recipe is None
+
+
+def test_auto_class_weights_favour_rare_classes(recipe_run):
+    from geounet.training import _resolve_class_weights
+
+    chips, run = recipe_run
+    info = read_chips_info(chips)
+    weights = _resolve_class_weights(info, {"class_weights": "auto", "gamma": 2})
+    assert weights["gamma"] == 2
+    train = read_index(chips).query("split == 'train'")
+    counts = np.asarray([train[f"px_{n}"].sum() for n in info.classes.names], float)
+    w = np.asarray(weights["class_weights"])
+    assert len(w) == 4 and abs(w.mean() - 1) < 1e-3
+    order = np.argsort(counts)  # rarest first: weights fall as counts rise
+    assert np.all(np.diff(w[order]) <= 1e-9) and w[order[0]] > w[order[-1]]
+    np.testing.assert_allclose(
+        w[order[0]] / w[order[-1]], np.sqrt(counts[order[-1]] / counts[order[0]]), rtol=1e-3
+    )
+    assert _resolve_class_weights(info, {"class_weights": [1, 2, 3, 4]})["class_weights"] == [
+        1,
+        2,
+        3,
+        4,
+    ]
