@@ -397,7 +397,7 @@ class InputSection(_Model):
     """The ``train.input`` section: how scene pixels become model input (kept in the model)."""
 
     scale: Literal["none", "reflectance"] | float = Field(
-        "none", description="'reflectance' (DN / 10000: Sentinel-2, Landsat), 'none' or a factor"
+        "none", description="'reflectance' (DN / 10000: Sentinel-2, Landsat C1), 'none' or a factor"
     )
     dn_offset: float | Literal["auto"] = Field(
         "auto", description="DN added to harmonise the training scene; auto: product metadata"

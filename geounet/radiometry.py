@@ -4,12 +4,14 @@ A model sees its scene through an :class:`InputRecipe`, stored in the model file
 ``predict`` prepares pixels exactly as training did:
 
 1. **Harmonise and scale**: ``x = (DN + offset) * scale``. Sentinel-2 L1C/L2A and Landsat
-   Collection 2 surface reflectance are quantised as ``reflectance * 10000``; since processing
-   baseline 04.00 (25 January 2022) Sentinel-2 products add ``+1000`` DN (``RADIO_ADD_OFFSET`` /
-   ``BOA_ADD_OFFSET`` of -1000 in the product metadata), so the same ground reads 1000 DN
-   brighter. ``offset`` is the scene's own: read from ``MTD_MSIL1C.xml`` / ``MTD_MSIL2A.xml``
-   beside the band files (:func:`read_product_offset`) or given per scene. A scene of baseline
-   04.00 and the same scene of an older baseline then give bit-identical model inputs.
+   Collection 1 surface reflectance are quantised as ``reflectance * 10000`` (Landsat
+   Collection 2 Level-2 as ``(reflectance + 0.2) / 2.75e-5``: scale 2.75e-5, offset
+   -7272.7273). Since processing baseline 04.00 (25 January 2022) Sentinel-2 products add
+   ``+1000`` DN (``RADIO_ADD_OFFSET`` / ``BOA_ADD_OFFSET`` of -1000 in the product metadata),
+   so the same ground reads 1000 DN brighter. ``offset`` is the scene's own: read from
+   ``MTD_MSIL1C.xml`` / ``MTD_MSIL2A.xml`` beside the band files (:func:`read_product_offset`)
+   or given per scene. A scene of baseline 04.00 and the same scene of an older baseline then
+   give bit-identical model inputs.
 2. **Spectral jitter** (training only, :class:`SpectralJitter`): a random gain per band and an
    offset per band, as a new date or sensor calibration would give.
 3. **Index channels** (optional): NDVI, NDWI (McFeeters), NDBI from named bands of the
@@ -41,7 +43,7 @@ from geounet.errors import BandMismatchError, ConfigError, InputFileError
 log = logging.getLogger(__name__)
 
 REFLECTANCE_SCALE = 1e-4
-"""DN to reflectance of Sentinel-2 L1C/L2A and Landsat products quantised by 10000."""
+"""DN to reflectance of Sentinel-2 L1C/L2A and Landsat Collection 1 SR (quantised by 10000)."""
 
 INDEX_FORMULAS: dict[str, tuple[str, str]] = {
     "ndvi": ("nir", "red"),

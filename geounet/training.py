@@ -92,7 +92,7 @@ class TrainingOptions:
         augment: Training augmentation (``None``: none).
         spectral: Random per-band gain/offset of the harmonised pixels (see
             :class:`geounet.radiometry.SpectralJitter`).
-        scale: Radiometric scale after the offset (``1e-4``: Sentinel-2/Landsat DN to
+        scale: Radiometric scale after the offset (``1e-4``: Sentinel-2/Landsat C1 DN to
             reflectance; 1 keeps DN). Stored in the model file.
         dn_offset: DN added to the training scene to harmonise it: a number, or ``auto`` (its
             Sentinel-2 product metadata: -1000 from baseline 04.00, else 0).
