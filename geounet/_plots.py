@@ -164,7 +164,8 @@ def plot_samples(evaluation: ChipEvaluation, info: ChipsInfo, path: Path) -> Pat
     fig = new_figure(figsize=(9, 3.2 * rows + 1.0), layout="constrained")
     axes = fig.subplots(rows, 3, squeeze=False)
     for r, (chip_id, image, mask, pred) in enumerate(evaluation.samples):
-        raw = norm.invert(image)[rgb_idx]
+        # Index channels (if any) follow the bands; only the bands are drawn.
+        raw = norm.invert(image[: norm.count])[rgb_idx]
         if norm.p2 is not None and norm.p98 is not None:
             lo = np.asarray([norm.p2[i] for i in rgb_idx])[:, None, None]
             hi = np.asarray([norm.p98[i] for i in rgb_idx])[:, None, None]

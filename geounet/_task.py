@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
@@ -23,6 +23,9 @@ from geounet.data import Augment, ChipDataset, collate_samples
 from geounet.errors import ConfigError, LabelError
 from geounet.losses import LossSpec, create_loss
 from geounet.models import create_model
+
+if TYPE_CHECKING:
+    from geounet.radiometry import InputRecipe, SpectralJitter
 
 MONITOR = "val_miou"
 """The metric checkpoints and early stopping follow (validation mean IoU, higher is better)."""
@@ -236,6 +239,8 @@ class ChipDataModule(pl.LightningDataModule):
         batch_size: Chips per batch.
         num_workers: DataLoader worker processes.
         augment: Training augmentation (validation chips are never augmented).
+        recipe: Input recipe (scaling, offset, index channels) of both splits.
+        jitter: Spectral gain/offset jitter of the training split.
     """
 
     def __init__(
@@ -245,12 +250,16 @@ class ChipDataModule(pl.LightningDataModule):
         batch_size: int,
         num_workers: int = 0,
         augment: Augment | None = None,
+        recipe: InputRecipe | None = None,
+        jitter: SpectralJitter | None = None,
     ) -> None:
         super().__init__()
         self.chips_dir = Path(chips_dir)
         self.batch_size, self.num_workers, self.augment = batch_size, num_workers, augment
-        self.train_set = ChipDataset(self.chips_dir, "train", transforms=augment)
-        self.val_set = ChipDataset(self.chips_dir, "val")
+        self.train_set = ChipDataset(
+            self.chips_dir, "train", transforms=augment, recipe=recipe, jitter=jitter
+        )
+        self.val_set = ChipDataset(self.chips_dir, "val", recipe=recipe)
         for split, dataset in (("train", self.train_set), ("val", self.val_set)):
             if len(dataset) == 0:
                 raise LabelError(

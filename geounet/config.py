@@ -539,6 +539,33 @@ class AugmentSection(_Model):
     crop_size: int | None = Field(None, ge=8, description="random square crop side, pixels")
     brightness: float = Field(0.0, ge=0.0, description="max offset, in band standard deviations")
     noise: float = Field(0.0, ge=0.0, description="Gaussian noise std, in band standard deviations")
+    gain: float = Field(
+        0.0, ge=0.0, lt=1.0, description="per-band random gain in [1-gain, 1+gain] (spectral)"
+    )
+    offset: float = Field(
+        0.0, ge=0.0, description="per-band random offset in [-offset, offset], input units"
+    )
+
+
+IndexName = Literal["ndvi", "ndwi", "ndbi"]
+
+
+class InputSection(_Model):
+    """The ``train.input`` section: how scene pixels become model input (kept in the model)."""
+
+    scale: Literal["none", "reflectance"] | float = Field(
+        "none", description="'reflectance' (DN / 10000: Sentinel-2, Landsat C1), 'none' or a factor"
+    )
+    dn_offset: float | Literal["auto"] = Field(
+        "auto", description="DN added to harmonise the training scene; auto: product metadata"
+    )
+    indices: list[IndexName] = Field(
+        default_factory=list, description="index channels appended to the bands"
+    )
+    index_bands: dict[Literal["red", "green", "nir", "swir1"], str] = Field(
+        default_factory=lambda: {"red": "B04", "green": "B03", "nir": "B08", "swir1": "B11"},
+        description="band name of each index role (Landsat 8/9: B4, B3, B5, B6)",
+    )
 
 
 Precision = Literal["32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true"]
@@ -554,10 +581,12 @@ class TrainConfig(_Model):
         "ce+dice", description="loss name, sum ('ce+dice') or {name: weight}"
     )
     loss_options: dict[str, Any] = Field(
-        default_factory=dict, description="loss options, e.g. {class_weights: [1, 1, 2, 2]}"
+        default_factory=dict,
+        description="loss options, e.g. {class_weights: [1, 1, 2, 2]} or {class_weights: auto}",
     )
     optimizer: OptimizerSection = Field(default_factory=OptimizerSection)
     augment: AugmentSection = Field(default_factory=AugmentSection)
+    input: InputSection = Field(default_factory=InputSection)
     epochs: int = Field(50, ge=1, description="maximum number of epochs")
     batch_size: int = Field(8, ge=1, description="chips per batch (per device)")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0: main process)")
@@ -580,7 +609,11 @@ class TrainConfig(_Model):
     def fit_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`geounet.training.fit` (options built here)."""
         from geounet.data import Augment
+        from geounet.radiometry import SENTINEL2_INDEX_BANDS, SpectralJitter, parse_scale
         from geounet.training import OptimizerOptions, TrainingOptions
+
+        augment = self.augment.model_dump()
+        spectral = SpectralJitter(gain=augment.pop("gain"), offset=augment.pop("offset"))
 
         options = TrainingOptions(
             model=self.model.name,
@@ -588,7 +621,12 @@ class TrainConfig(_Model):
             loss=self.loss,
             loss_options=dict(self.loss_options),
             optimizer=OptimizerOptions(**self.optimizer.model_dump()),
-            augment=Augment(**self.augment.model_dump()),
+            augment=Augment(**augment),
+            spectral=spectral,
+            scale=parse_scale(self.input.scale),
+            dn_offset=self.input.dn_offset,
+            indices=tuple(self.input.indices),
+            index_bands={**SENTINEL2_INDEX_BANDS, **self.input.index_bands},
             epochs=self.epochs,
             batch_size=self.batch_size,
             num_workers=self.num_workers,
@@ -658,6 +696,9 @@ class PredictSection(_Model):
     )
     allow_resolution_mismatch: bool = Field(
         False, description="predict a scene whose pixel size differs >1.5x from the model's"
+    )
+    dn_offset: float | None = Field(
+        None, description="DN added to harmonise the scene (default: its product metadata)"
     )
 
     def predict_options(self) -> Any:

@@ -25,7 +25,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rasterio
@@ -37,6 +37,9 @@ from geounet._nodata import nodata_rule_from_json
 from geounet.classes import ClassScheme
 from geounet.errors import BandMismatchError, ConfigError, InputFileError
 from geounet.raster import read_raster_valid
+
+if TYPE_CHECKING:
+    from geounet.radiometry import InputRecipe, SpectralJitter
 
 Sample = dict[str, Any]
 """A sample dict: ``image``, ``mask``, ``crs``, ``transform`` (and ``chip_id``)."""
@@ -239,6 +242,10 @@ class ChipDataset(Dataset[Sample]):
         split: ``train``, ``val``, ``test`` or ``buffer``.
         transforms: Called on each sample dict after normalisation (e.g. :class:`Augment`).
         stats: Normalisation; default the folder's ``stats.json``.
+        recipe: Input recipe (offset, scale, index channels, see :mod:`geounet.radiometry`);
+            when given it replaces ``stats``.
+        jitter: Random spectral gain/offset applied before normalising (training only; needs
+            ``recipe``).
 
     Raises:
         InputFileError: If the folder is not a chips folder or has no label chips.
@@ -252,6 +259,8 @@ class ChipDataset(Dataset[Sample]):
         *,
         transforms: Callable[[Sample], Sample] | None = None,
         stats: Normalization | None = None,
+        recipe: InputRecipe | None = None,
+        jitter: SpectralJitter | None = None,
     ) -> None:
         if split not in CHIP_SPLITS:
             raise ValueError(f"split must be one of {CHIP_SPLITS}, got {split!r}.")
@@ -260,6 +269,7 @@ class ChipDataset(Dataset[Sample]):
         self.split = split
         self.transforms = transforms
         self.stats = stats or self.info.normalization
+        self.recipe, self.jitter = recipe, jitter
         self.records = _split_records(self.root, split)
 
     def __len__(self) -> int:
@@ -278,13 +288,19 @@ class ChipDataset(Dataset[Sample]):
             mask = src.read(1).astype(np.int64)
         mask[~valid] = self.info.classes.ignore_index
         sample: Sample = {
-            "image": torch.from_numpy(self.stats.apply(data, valid)),
+            "image": torch.from_numpy(self._prepare(data, valid)),
             "mask": torch.from_numpy(mask),
             "crs": crs,
             "transform": transform,
             "chip_id": chip_id,
         }
         return self.transforms(sample) if self.transforms is not None else sample
+
+    def _prepare(self, data: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """The model input of a raw chip: the recipe's when given, else plain normalisation."""
+        if self.recipe is None:
+            return self.stats.apply(data, valid)
+        return self.recipe.apply(data, valid, jitter=self.jitter)
 
 
 def _split_records(root: Path, split: str) -> list[tuple[str, str, str]]:

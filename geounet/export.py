@@ -41,6 +41,7 @@ from geounet.engines import ONNX_METADATA_KEY
 from geounet.errors import ConfigError, ModelFileError, OutputError
 from geounet.inference import ModelSpec
 from geounet.modelfile import load_model_file
+from geounet.radiometry import INDEX_FORMULAS
 
 log = logging.getLogger(__name__)
 
@@ -98,15 +99,37 @@ class RawInputModel(nn.Module):
     def __init__(self, model: nn.Module, spec: ModelSpec) -> None:
         super().__init__()
         self.model = model
-        self.register_buffer("mean", torch.from_numpy(spec.mean).reshape(1, -1, 1, 1))
-        self.register_buffer("std", torch.from_numpy(spec.std).reshape(1, -1, 1, 1))
+        recipe = spec.recipe
+        # A model file's input recipe (harmonising offset, scale, index channels) is the same
+        # arithmetic as InputRecipe.apply, so the graph takes raw DN like the model file does.
+        if recipe is not None:
+            norm = recipe.band_normalization
+            mean, std = np.asarray(norm.mean, np.float32), np.asarray(norm.std, np.float32)
+            std = np.where(std == 0, 1.0, std).astype(np.float32)
+            offset, scale = float(recipe.offset), float(recipe.scale)
+            pairs = [
+                [recipe.bands.index(recipe.index_bands[role]) for role in INDEX_FORMULAS[name]]
+                for name in recipe.indices
+            ]
+        else:
+            mean, std, offset, scale, pairs = spec.mean, spec.std, 0.0, 1.0, []
+        self.register_buffer("mean", torch.from_numpy(mean).reshape(1, -1, 1, 1))
+        self.register_buffer("std", torch.from_numpy(std).reshape(1, -1, 1, 1))
+        self.offset, self.scale, self.pairs = offset, scale, pairs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Probabilities ``(N, K, H, W)`` of raw ``(N, C, H, W)`` float32 band values."""
         # The band sum is NaN exactly where some band is NaN: one reduction finds nodata pixels.
         nodata = torch.isnan(x.sum(dim=1, keepdim=True))
-        x = (x - self.mean) / self.std
-        x = torch.where(nodata, torch.zeros((), dtype=x.dtype), x)
+        zero = torch.zeros((), dtype=x.dtype)
+        if self.offset != 0.0 or self.scale != 1.0:
+            x = (x + self.offset) * self.scale
+        channels = [torch.where(nodata, zero, (x - self.mean) / self.std)]
+        for a, b in self.pairs:
+            top, total = x[:, a : a + 1] - x[:, b : b + 1], x[:, a : a + 1] + x[:, b : b + 1]
+            index = torch.where(total != 0, top / torch.where(total != 0, total, 1.0), zero)
+            channels.append(torch.where(nodata, zero, index.clamp(-1.0, 1.0)))
+        x = torch.cat(channels, dim=1) if len(channels) > 1 else channels[0]
         logits = self.model(x)
         if logits.shape[1] == 1:  # binary model: P(class 1) as the second channel
             p = torch.sigmoid(logits)
@@ -183,7 +206,7 @@ def export_onnx(
         raise ConfigError(f"the ONNX file must end in .onnx (got {out}); e.g. --out model.onnx.")
     loaded = load_model_file(model_path)
     wrapped = RawInputModel(loaded.model, ModelSpec.from_metadata(loaded.metadata)).eval()
-    proto = _trace(wrapped, loaded.metadata.in_channels, options.opset)
+    proto = _trace(wrapped, len(loaded.metadata.bands), options.opset)  # raw bands in
     if proto.ir_version > MAX_IR_VERSION or _opset(proto) > MAX_OPSET:
         raise ModelFileError(
             f"the exporter wrote IR version {proto.ir_version} / opset {_opset(proto)}, newer "
@@ -217,7 +240,7 @@ def _opset(proto: Any) -> int:
     return max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
 
 
-def _trace(model: nn.Module, in_channels: int, opset: int) -> Any:
+def _trace(model: nn.Module, in_bands: int, opset: int) -> Any:
     """The ONNX ModelProto of ``model`` with dynamic batch, height and width."""
     import io
 
@@ -225,7 +248,7 @@ def _trace(model: nn.Module, in_channels: int, opset: int) -> Any:
 
     # An odd example size makes the trace keep the U-Net's pad-to-a-multiple branch (sized from
     # the input's shape), so any H and W run; a multiple of 16 would bake "no padding" in.
-    example = torch.from_numpy(np.full((1, in_channels, 67, 67), 1000.0, dtype=np.float32))
+    example = torch.from_numpy(np.full((1, in_bands, 67, 67), 1000.0, dtype=np.float32))
     axes = {0: "batch", 2: "height", 3: "width"}
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():

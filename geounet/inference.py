@@ -78,6 +78,10 @@ class PredictOptions:
             default.
         engine: What runs the model: ``torch``, ``onnx`` (onnxruntime, an exported ``.onnx``
             file) or ``auto`` (by the model file's suffix); see :mod:`geounet.engines`.
+        dn_offset: DN added to this scene to harmonise it for a model with an input recipe
+            (-1000 for a Sentinel-2 product of baseline >= 04.00); ``None``: from the scene's
+            product metadata, else the training scene's convention. Ignored by recipe-less
+            models.
     """
 
     chip_size: int | None = None
@@ -92,6 +96,7 @@ class PredictOptions:
     nodata: float | tuple[float | None, ...] | None = None
     allow_resolution_mismatch: bool = False
     engine: EngineName = "auto"
+    dn_offset: float | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -111,7 +116,9 @@ class ModelSpec:
     """What prediction needs to know about a model: bands, normalisation, classes, pixel size.
 
     ``res`` and ``crs`` (the training pixel size and CRS) are ``None`` when unknown; the
-    resolution check is then skipped.
+    resolution check is then skipped. ``recipe`` is the model file's input recipe
+    (:class:`geounet.radiometry.InputRecipe`; ``None``: plain ``(DN - mean) / std``) and
+    ``scene_offset`` the DN offset of the scene being predicted.
     """
 
     bands: tuple[str, ...]
@@ -122,6 +129,8 @@ class ModelSpec:
     nodata: float | tuple[float | None, ...] | None = None
     res: tuple[float, float] | None = None
     crs: str | None = None
+    recipe: Any = None
+    scene_offset: float | None = None
 
     @classmethod
     def from_metadata(cls, metadata: Any) -> ModelSpec:
@@ -139,12 +148,24 @@ class ModelSpec:
                 nodata=nodata_rule_from_json(data.get("nodata")),
                 res=tuple(data["res"]) if data.get("res") else None,  # type: ignore[arg-type]
                 crs=data.get("crs_hint"),
+                recipe=_recipe(data),
             )
         except KeyError as exc:
             raise ConfigError(
                 f"model metadata lacks {exc}; it needs bands, normalization (mean, std) "
                 "and classes."
             ) from exc
+
+
+def _recipe(data: Mapping[str, Any]) -> Any:
+    """The metadata's input recipe, or ``None`` for the plain normalisation of older files."""
+    if not data.get("input"):
+        return None
+    from geounet.data import Normalization  # noqa: PLC0415
+    from geounet.radiometry import InputRecipe  # noqa: PLC0415
+
+    norm = Normalization.from_dict(data["normalization"])
+    return InputRecipe.from_dict(data["input"], data["bands"], norm)
 
 
 @dataclass(frozen=True)
@@ -218,6 +239,11 @@ def predict_scene(
     info = scene if isinstance(scene, SceneInfo) else open_scene(scene, nodata=nodata)
     check_scene_bands(spec.bands, info.bands, info.name)
     check_scene_resolution(spec.res, spec.crs, info, allow=options.allow_resolution_mismatch)
+    if spec.recipe is not None:
+        from geounet.radiometry import resolve_offset  # noqa: PLC0415
+
+        offset = resolve_offset(options.dn_offset, info.paths, default=spec.recipe.offset)
+        spec = dataclasses.replace(spec, scene_offset=offset)
     chip = options.chip_size or spec.chip_size
     overlap = options.overlap if options.overlap is not None else chip // 4
     if overlap >= chip:
@@ -247,11 +273,17 @@ def _read_chip(
 ) -> tuple[np.ndarray, np.ndarray]:
     """A normalised float32 chip (0 at nodata) and its valid mask; ``raw``: NaN at nodata."""
     data, valid = info.read_valid(chip.window, boundless=True)
-    # In place: one float32 copy per chip instead of three temporaries.
-    x = data.astype(np.float32)
-    if raw:  # the engine (an ONNX graph) normalises and masks NaN itself
+    if raw:  # the engine (an ONNX graph) applies the recipe, normalises and masks NaN itself
+        x = data.astype(np.float32)
+        if spec.recipe is not None and spec.scene_offset not in (None, spec.recipe.offset):
+            # The graph adds the training scene's offset; this scene needs its own.
+            x += np.float32(spec.scene_offset - spec.recipe.offset)
         x[:, ~valid] = np.nan
         return x, valid
+    if spec.recipe is not None:  # harmonise, scale, index channels: exactly as in training
+        return spec.recipe.apply(data, valid, offset=spec.scene_offset), valid
+    # In place: one float32 copy per chip instead of three temporaries.
+    x = data.astype(np.float32)
     x -= spec.mean[:, None, None]
     x /= spec.std[:, None, None]
     x[:, ~valid] = 0.0

@@ -16,6 +16,12 @@ document that says everything a later stage needs to use the weights correctly::
 ``null`` for the files' own nodata and masks); ``predict`` applies it unless given another.
 Files without the key (written before it existed) read as ``null``.
 
+``input`` (format 2) is the input recipe of :mod:`geounet.radiometry`: ``{"scale": 0.0001,
+"offset": 0.0, "indices": ["ndvi"], "index_bands": {...}}``; ``in_channels`` then counts the
+index channels after the bands. Files without it (format 1) are the plain ``(DN - mean) / std``
+recipe; a file is written as format 2 only when it has a recipe, so older geounet versions still
+read every model without one and refuse (rather than misread) those with one.
+
 Loading parses the header with :mod:`json` and the tensors with :mod:`safetensors`; nothing is
 ever unpickled, so a model file from a stranger cannot run code. Files written by ``torch.save``
 (a zip archive or a raw pickle) are refused with a message explaining how to convert them.
@@ -33,7 +39,7 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -46,10 +52,13 @@ from geounet.classes import ClassScheme
 from geounet.data import Normalization
 from geounet.errors import InputFileError, ModelFileError, OutputError
 
+if TYPE_CHECKING:
+    from geounet.radiometry import InputRecipe
+
 log = logging.getLogger(__name__)
 
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Version of the metadata layout this geounet writes (and the newest it reads)."""
 
 METADATA_KEY = "geounet"
@@ -101,6 +110,8 @@ class ModelMetadata:
         nodata: The nodata override the training scene was tiled with (one value, or one per
             band; ``None``: the files' own nodata and masks). ``predict`` applies it too.
         training: Free-form summary: config, epochs, metrics, timing.
+        recipe: The input recipe (:meth:`geounet.radiometry.InputRecipe.to_dict`: scale, DN
+            offset, index channels); empty for the plain ``(DN - mean) / std`` of older files.
         geounet_version: Version of geounet that wrote the file.
         format_version: Layout version of this metadata.
     """
@@ -114,6 +125,7 @@ class ModelMetadata:
     crs_hint: str | None = None
     nodata: float | tuple[float | None, ...] | None = None
     training: Mapping[str, Any] = field(default_factory=dict)
+    recipe: Mapping[str, Any] = field(default_factory=dict)
     geounet_version: str = __version__
     format_version: int = FORMAT_VERSION
 
@@ -122,9 +134,13 @@ class ModelMetadata:
         if missing:
             raise ModelFileError(f"architecture lacks {sorted(missing)}: {self.architecture}.")
         n_in = int(self.architecture["in_channels"])
-        if not len(self.bands) == n_in == self.normalization.count:
+        n_index = len(self.recipe.get("indices") or ())
+        if not len(self.bands) == n_in - n_index == self.normalization.count:
+            reads = (
+                f"{n_in} bands" if not n_index else f"{n_in - n_index} bands (+{n_index} indices)"
+            )
             raise ModelFileError(
-                f"the model reads {n_in} bands but the metadata names {len(self.bands)} bands "
+                f"the model reads {reads} but the metadata names {len(self.bands)} bands "
                 f"and has statistics for {self.normalization.count}; they must agree."
             )
         k, n_cls = int(self.architecture["num_classes"]), self.classes.num_classes
@@ -134,9 +150,15 @@ class ModelMetadata:
                 f"{n_cls} classes."
             )
 
+    def input_recipe(self) -> InputRecipe:
+        """The recipe that turns scene pixels into this model's input."""
+        from geounet.radiometry import InputRecipe
+
+        return InputRecipe.from_dict(self.recipe, self.bands, self.normalization)
+
     @property
     def in_channels(self) -> int:
-        """Number of input bands."""
+        """Number of input channels (bands, then index channels)."""
         return int(self.architecture["in_channels"])
 
     @property
@@ -147,7 +169,8 @@ class ModelMetadata:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the layout in the module docstring)."""
         out = {
-            "format_version": self.format_version,
+            # A recipe changes what the weights expect: readers that predate it must refuse.
+            "format_version": 2 if self.recipe else 1,
             "architecture": dict(self.architecture),
             "bands": list(self.bands),
             "normalization": self.normalization.to_dict(),
@@ -159,6 +182,8 @@ class ModelMetadata:
             "training": dict(self.training),
             "geounet_version": self.geounet_version,
         }
+        if self.recipe:
+            out["input"] = dict(self.recipe)
         return dict(json_ready(out))
 
     @classmethod
@@ -191,6 +216,7 @@ class ModelMetadata:
                 crs_hint=data.get("crs_hint"),
                 nodata=nodata_rule_from_json(data.get("nodata")),
                 training=dict(data.get("training") or {}),
+                recipe=dict(data.get("input") or {}),
                 geounet_version=str(data.get("geounet_version", "unknown")),
                 format_version=version,
             )

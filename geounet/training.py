@@ -53,6 +53,7 @@ from geounet.data import Augment, ChipsInfo, read_chips_info
 from geounet.errors import ConfigError, InputFileError, OutputError
 from geounet.losses import LossSpec
 from geounet.models import describe_model
+from geounet.radiometry import SENTINEL2_INDEX_BANDS, InputRecipe, SpectralJitter, resolve_offset
 
 __all__ = [
     "MODEL_FILE",
@@ -85,9 +86,18 @@ class TrainingOptions:
         model: Registered model name (:func:`geounet.models.list_models`).
         model_options: Its options (:func:`geounet.models.model_options`).
         loss: Loss spec of :func:`geounet.losses.create_loss` (``"ce+dice"``, ``{"ce": 1}``).
-        loss_options: Loss options (``class_weights``, ``gamma``, ...).
+        loss_options: Loss options (``class_weights``: one per class, or ``auto`` for the damped
+            inverse frequency of the train chips; ``gamma``, ...).
         optimizer: Optimiser and schedule.
         augment: Training augmentation (``None``: none).
+        spectral: Random per-band gain/offset of the harmonised pixels (see
+            :class:`geounet.radiometry.SpectralJitter`).
+        scale: Radiometric scale after the offset (``1e-4``: Sentinel-2/Landsat C1 DN to
+            reflectance; 1 keeps DN). Stored in the model file.
+        dn_offset: DN added to the training scene to harmonise it: a number, or ``auto`` (its
+            Sentinel-2 product metadata: -1000 from baseline 04.00, else 0).
+        indices: Index channels (``ndvi``, ``ndwi``, ``ndbi``) appended to the bands.
+        index_bands: Band name of each index role (``red``, ``green``, ``nir``, ``swir1``).
         epochs: Maximum number of epochs.
         batch_size: Chips per batch and device.
         num_workers: DataLoader worker processes (0 reads in the main process).
@@ -114,6 +124,11 @@ class TrainingOptions:
     loss_options: Mapping[str, Any] = field(default_factory=dict)
     optimizer: OptimizerOptions = field(default_factory=OptimizerOptions)
     augment: Augment | None = field(default_factory=Augment)
+    spectral: SpectralJitter = field(default_factory=SpectralJitter)
+    scale: float = 1.0
+    dn_offset: float | str = "auto"
+    indices: tuple[str, ...] = ()
+    index_bands: Mapping[str, str] = field(default_factory=lambda: dict(SENTINEL2_INDEX_BANDS))
     epochs: int = 50
     batch_size: int = 8
     num_workers: int = 0
@@ -145,6 +160,8 @@ class TrainingOptions:
         out = asdict(self)
         out["model_options"] = dict(self.model_options)
         out["loss_options"] = dict(self.loss_options)
+        out["index_bands"] = dict(self.index_bands)
+        out["indices"] = list(self.indices)
         out["devices"] = (
             list(self.devices)
             if isinstance(self.devices, Sequence) and not isinstance(self.devices, str)
@@ -344,28 +361,33 @@ def _fit(
 ) -> TrainResult:
     """Build the task, data and trainer, fit, then finish on rank 0."""
     pl.seed_everything(options.seed, workers=True, verbose=False)
+    recipe = _input_recipe(info, options)
     architecture = {
         "name": options.model,
-        "in_channels": len(info.bands),
+        "in_channels": recipe.in_channels,
         "num_classes": info.classes.num_classes,
         "options": dict(options.model_options),
     }
+    loss_options = _resolve_class_weights(info, options.loss_options)
     task = SegmentationTask(
         architecture,
         info.classes.names,
         loss=options.loss,
-        loss_options=dict(options.loss_options),
+        loss_options=loss_options,
         optimizer=asdict(options.optimizer),
         ignore_index=info.classes.ignore_index,
         channels_last=options.channels_last,
     )
     run_config = {"chips_dir": str(info.path.resolve()), "options": options.to_dict()}
+    run_config["loss_options"] = loss_options  # with class_weights: auto resolved
     task.run_config = run_config
     data = ChipDataModule(
         info.path,
         batch_size=options.batch_size,
         num_workers=options.num_workers,
         augment=options.augment,
+        recipe=recipe,
+        jitter=options.spectral,
     )
     callbacks, loggers = _callbacks_and_loggers(out, options)
     if ckpt_path is not None:
@@ -415,6 +437,53 @@ def _fit(
         return TrainResult(out, None, best, trainer.current_epoch, None, {}, seconds, {})
     run = _RunSummary(out, best, trainer.current_epoch, seconds, run_config)
     return _finish(task, data, info, run)
+
+
+def _resolve_class_weights(info: ChipsInfo, loss_options: Mapping[str, Any]) -> dict[str, Any]:
+    """``class_weights: auto``: damped inverse frequency of each class in the train chips.
+
+    ``w_k = sqrt(median_f / f_k)`` over the classes present (median-frequency balancing with a
+    square root, so a class 100x rarer weighs 10x, not 100x), scaled to a mean of 1; classes
+    absent from the train split get weight 1 (they contribute no pixels anyway).
+    """
+    out = dict(loss_options)
+    if out.get("class_weights") != "auto":
+        return out
+    from geounet.tiling import read_index
+
+    index = read_index(info.path)
+    train = index[index["split"] == "train"]
+    names = info.classes.names
+    counts = np.asarray(
+        [float(train[f"px_{n}"].sum()) if f"px_{n}" in train else 0.0 for n in names]
+    )
+    present = counts > 0
+    if not present.any():
+        raise ConfigError(
+            f"class_weights: auto found no labelled train pixels in {info.path / 'index.gpkg'}; "
+            "give the weights as a list, one per class."
+        )
+    freq = counts / counts.sum()
+    weights = np.ones(len(names))
+    weights[present] = np.sqrt(np.median(freq[present]) / freq[present])
+    weights = weights / weights.mean()
+    out["class_weights"] = [round(float(w), 4) for w in weights]
+    log.info("class_weights auto: %s", dict(zip(names, out["class_weights"], strict=True)))
+    return out
+
+
+def _input_recipe(info: ChipsInfo, options: TrainingOptions) -> InputRecipe:
+    """The recipe of this run; ``dn_offset: auto`` reads the training scene's product metadata."""
+    tiling = json.loads((info.path / "tiling.json").read_text())
+    paths = (tiling.get("scene") or {}).get("paths") or []
+    return InputRecipe(
+        bands=info.bands,
+        normalization=info.normalization,
+        scale=options.scale,
+        offset=resolve_offset(options.dn_offset, paths),
+        indices=tuple(options.indices),
+        index_bands=dict(options.index_bands),
+    )
 
 
 def _best_checkpoint(out: Path, trainer: pl.Trainer) -> Path:
@@ -486,6 +555,9 @@ def _finish(
         crs_hint=info.crs,
         nodata=info.nodata,
         training=summary,
+        recipe={}
+        if data.train_set.recipe is None or data.train_set.recipe.is_default
+        else data.train_set.recipe.to_dict(),
     )
     # The products (model file, metrics, plots) are published as one set; the checkpoints and
     # logs Lightning wrote in place stay (staged_output carries them over as hard links).

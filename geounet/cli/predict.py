@@ -81,6 +81,14 @@ from geounet.cli._scenes import ScenesFlags, check_scene_mode, report_scenes, sc
     help="Predict even when the scene's pixel size differs more than 1.5x from the model's "
     "(compared in metres; degrees converted at the scene centre).",
 )
+@click.option(
+    "--dn-offset",
+    type=float,
+    default=None,
+    help="DN added to harmonise the scene for a model with an input recipe (-1000 for a "
+    "Sentinel-2 product of baseline >= 04.00).  [default: the scene's product metadata, else "
+    "the training scene's convention]",
+)
 @guarded
 def predict(
     model_file: Path,
