@@ -53,6 +53,7 @@ __all__ = [
     "FOLD_BUFFER",
     "CrossValidationResult",
     "assign_folds",
+    "check_output",
     "cross_validate",
     "fold_splits",
     "summarize_folds",
@@ -243,15 +244,27 @@ def summarize_folds(
     return summary
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
+def check_output(out_dir: str | Path, *, overwrite: bool) -> None:
+    """Refuse a file, or a non-empty folder without ``overwrite``, as a cross-validation output.
+
+    Callers that train first (``geounet train --folds``) check before training.
+
+    Raises:
+        OutputError: ``out_dir`` is a file, or a non-empty folder and not ``overwrite``.
+    """
+    out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise OutputError(f"output {out} exists and is a file; give a folder path.")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise OutputError(
+            f"{out} is not empty; pass --overwrite to replace the cross-validation there "
+            "or choose another --out."
+        )
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    check_output(out, overwrite=overwrite)
     if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise OutputError(
-                f"{out} is not empty; pass --overwrite to replace the cross-validation there "
-                "or choose another --out."
-            )
         shutil.rmtree(out)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -4,10 +4,12 @@ Layout of a job folder (``JobConfig.out``)::
 
     job.yaml       the resolved job: absolute paths, every default filled in
     tile/          chips, label chips, index.gpkg, stats.json (geounet.tiling)
-    train/         model.safetensors, metrics.json, logs/, plots/ (geounet.training)
+    train/         model.safetensors, metrics.json, logs/, plots/ (geounet.training);
+                   folds/ with ``train.folds``: the cross-validation (geounet.folds)
     predict/       classes.tif (COG), classes.qml, probabilities.tif, preview.png
     vectorize/     polygons.gpkg
-    evaluate/      metrics.json, reference_<split>.tif (the labels that were scored)
+    evaluate/      metrics.json, reference_<split>.tif (the labels that were scored),
+                   baseline_classes.tif with ``evaluate.baseline: random_forest``
     report/        report.html, report.md and their PNG figures
     item.json      a STAC Item of the outputs
 
@@ -320,6 +322,17 @@ def _train(
     if result.model_path is None:
         raise StageError("train", "training wrote no model file (not rank 0 of a DDP run?).")
     outputs = {"model": result.model_path, "metrics": result.out_dir / "metrics.json"}
+    if job.train.folds is not None:
+        from geounet.baseline import ForestOptions
+        from geounet.folds import cross_validate
+
+        forest = ForestOptions() if job.evaluate.baseline == "random_forest" else None
+        cv = cross_validate(
+            job.train.chips, result.out_dir / "folds", folds=job.train.folds,
+            options=job.train.fit_kwargs()["options"], baseline=forest,
+            keep_models=job.train.fold_models, overwrite=True,
+        )  # fmt: skip
+        outputs["cv_metrics"] = cv.metrics_path
     return outputs | {f"plot_{k}": v for k, v in result.plots.items()}
 
 
@@ -376,8 +389,27 @@ def _evaluate(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[s
             options["class_column"] = job.tile.class_column
     metrics = evaluate_prediction(runs["predict"].outputs["classes"], reference, **options)
     metrics["scored"] = f"{cfg.split} split" if cfg.reference is None else str(reference)
+    outputs = {"reference": Path(reference)}
+    if cfg.baseline == "random_forest":
+        from geounet._nodata import nodata_rule_from_json
+        from geounet.baseline import predict_scene, train_forest
+
+        # Trained on the train chips, scored by the same function on the same reference.
+        forest = train_forest(runs["tile"].outputs["chips"], split="train")
+        outputs["baseline_classes"] = predict_scene(
+            forest, _predict_scene_files(job), folder / "baseline_classes.tif",
+            nodata=nodata_rule_from_json(
+                job.tile.nodata if job.predict.nodata is None else job.predict.nodata
+            ),
+        )  # fmt: skip
+        rf = evaluate_prediction(outputs["baseline_classes"], reference, **options)
+        metrics["baseline"] = {**rf, "baseline": forest.summary()}
+    cv_metrics = runs["train"].outputs.get("cv_metrics")
+    if cv_metrics is not None:
+        cv = json.loads(Path(cv_metrics).read_text())
+        metrics["cross_validation"] = {k: cv[k] for k in ("folds", "scored", "std", "summary")}
     path = write_metrics(metrics, folder / "metrics.json")
-    return {"metrics": path, "reference": Path(reference)}
+    return {"metrics": path, **outputs}
 
 
 def _report(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[str, Path]:
@@ -422,7 +454,7 @@ _STAGE_TABLE: dict[str, _Stage] = {
     "train": _Stage(_train, ("tile",), resumable=True),
     "predict": _Stage(_predict, ("train",)),
     "vectorize": _Stage(_vectorize, ("predict",)),
-    "evaluate": _Stage(_evaluate, ("tile", "predict")),
+    "evaluate": _Stage(_evaluate, ("tile", "train", "predict")),
     "report": _Stage(_report, ("train", "predict", "vectorize", "evaluate")),
 }
 

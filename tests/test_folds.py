@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
+from _chips import make_chips  # noqa: E402  (tests/ is on pythonpath)
 
 from geounet.baseline import ForestOptions, labelled_pixels, predict_chips, train_forest
 from geounet.errors import ConfigError, LabelError, OutputError
@@ -24,7 +25,6 @@ from geounet.folds import (
 )
 from geounet.tiling import read_index
 from geounet.training import OptimizerOptions, TrainingOptions
-from tests._chips import make_chips
 
 TINY = TrainingOptions(
     model_options={"depth": 2, "base_channels": 4},
