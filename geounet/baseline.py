@@ -41,6 +41,7 @@ __all__ = [
     "ForestBaseline",
     "ForestOptions",
     "check_baseline",
+    "evaluate_forest",
     "labelled_pixels",
     "predict_chips",
     "predict_scene",
@@ -306,3 +307,40 @@ def predict_scene(
         finally:
             writer.close()
     return out
+
+
+def evaluate_forest(
+    chips_dir: str | Path,
+    scene: str | Path | Sequence[str | Path],
+    reference: str | Path,
+    out_path: str | Path,
+    *,
+    nodata: NodataOverride = None,
+    **evaluate_options: Any,
+) -> dict[str, Any]:
+    """Train the forest on the train chips, predict the scene and score it like the model.
+
+    Args:
+        chips_dir: The chips folder the model was trained on; its *train* split trains the
+            forest (default :class:`ForestOptions`).
+        scene: The scene the model predicted.
+        reference: The reference the model's prediction is scored against.
+        out_path: Where the forest's class raster goes (:func:`predict_scene`).
+        nodata: Nodata override of the scene files; ``None``: the rule the chips were tiled
+            with, so the same pixels count as data.
+        **evaluate_options: The options of the model's evaluation
+            (:func:`geounet.evaluate.evaluate_prediction`), so both are scored alike.
+
+    Returns:
+        The forest's metrics (as :func:`geounet.evaluate.evaluate_prediction` returns them),
+        with its settings and pixel counts under ``baseline``.
+    """
+    from geounet.data import read_chips_info
+    from geounet.evaluate import evaluate_prediction
+
+    if nodata is None:
+        nodata = read_chips_info(chips_dir).nodata
+    forest = train_forest(chips_dir, split="train")
+    classes = predict_scene(forest, scene, out_path, nodata=nodata)
+    metrics = evaluate_prediction(classes, reference, **evaluate_options)
+    return {**metrics, "baseline": {**forest.summary(), "classes": str(classes)}}

@@ -392,18 +392,15 @@ def _evaluate(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[s
     outputs = {"reference": Path(reference)}
     if cfg.baseline == "random_forest":
         from geounet._nodata import nodata_rule_from_json
-        from geounet.baseline import predict_scene, train_forest
+        from geounet.baseline import evaluate_forest
 
         # Trained on the train chips, scored by the same function on the same reference.
-        forest = train_forest(runs["tile"].outputs["chips"], split="train")
-        outputs["baseline_classes"] = predict_scene(
-            forest, _predict_scene_files(job), folder / "baseline_classes.tif",
-            nodata=nodata_rule_from_json(
-                job.tile.nodata if job.predict.nodata is None else job.predict.nodata
-            ),
+        outputs["baseline_classes"] = folder / "baseline_classes.tif"
+        metrics["baseline"] = evaluate_forest(
+            runs["tile"].outputs["chips"], _predict_scene_files(job), reference,
+            outputs["baseline_classes"], nodata=nodata_rule_from_json(job.predict.nodata),
+            **options,
         )  # fmt: skip
-        rf = evaluate_prediction(outputs["baseline_classes"], reference, **options)
-        metrics["baseline"] = {**rf, "baseline": forest.summary()}
     cv_metrics = runs["train"].outputs.get("cv_metrics")
     if cv_metrics is not None:
         cv = json.loads(Path(cv_metrics).read_text())
