@@ -4,7 +4,8 @@ Folds are drawn from the same spatial blocks as the tiling split (``split_block_
 ``split_block_chips`` chips, per scene when the index has a ``scene`` column), never from single
 chips: neighbouring chips are correlated, so a random per-chip split would score a model on
 ground it has all but seen. Blocks are shuffled with the seed and dealt greedily to the fold
-holding the fewest labelled pixels so far, so folds carry similar amounts of labels.
+holding the fewest labelled pixels so far, so folds carry similar amounts of labels. Every
+chip of the index takes part, whatever its tiling split (the tiling's buffer chips included).
 
 The buffer rule (the tiling split's rule): a chip that overlaps, in pixels, a chip of another
 fold would put the same pixels in two folds, so the chip of the lower fold number becomes
