@@ -9,10 +9,10 @@ What is measured
    training config). Its wall time is reported; the target is < 10 minutes on a 2-core CPU.
    The best epoch is chosen on validation mIoU (checkpoint selection; nothing else looks at
    the validation split).
-3. A ``sklearn.ensemble.RandomForestClassifier`` (100 trees, n_jobs=2, seed 0) is trained on
-   labelled pixels of the *train* split (a uniform subsample of ``--rf-pixels``), with the same
-   13 bands, normalised the same way (trees do not care) and the same ignore rule (label 255 and
-   nodata pixels excluded: both read through ``geounet.data.ChipDataset``).
+3. The per-pixel random forest of ``geounet.baseline`` (100 trees, n_jobs=2, seed 0) is trained
+   on labelled pixels of the *train* split (a uniform subsample of ``--rf-pixels``), with the
+   same 13 bands as raw values (trees do not care about normalisation) and the same ignore rule
+   (label 255, which tiling writes on nodata pixels, excluded).
 4. Both are scored on ALL labelled pixels of the *val* split with one function
    (``geounet.training.confusion_matrix`` + ``pixel_metrics``): mIoU over the 4 classes,
    per-class IoU, overall accuracy. The U-Net is scored from the written model file.
@@ -80,36 +80,19 @@ def score_unet(model_path: Path, chips: Path) -> np.ndarray:
     return evaluate_chips(loaded.model, val, batch_size=8).confusion
 
 
-def labelled_pixels(chips: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(n, bands)`` features and ``(n,)`` labels of every labelled, valid pixel of a split."""
-    from geounet.data import ChipDataset
-
-    xs, ys = [], []
-    for sample in ChipDataset(chips, split):
-        mask = sample["mask"].numpy()
-        keep = mask != 255  # unlabelled and nodata pixels are 255 (ChipDataset sets nodata)
-        xs.append(sample["image"].numpy()[:, keep].T)
-        ys.append(mask[keep])
-    return np.concatenate(xs), np.concatenate(ys)
-
-
 def train_and_score_rf(chips: Path, pixels: int, trees: int) -> tuple[np.ndarray, float, int]:
-    from sklearn.ensemble import RandomForestClassifier
-
+    """The library's forest (geounet.baseline) on the train chips, scored on the val pixels."""
+    from geounet.baseline import ForestOptions, predict_chips, train_forest
+    from geounet.data import ChipDataset
     from geounet.training import confusion_matrix
 
-    x_train, y_train = labelled_pixels(chips, "train")
-    n_train = len(y_train)
-    if n_train > pixels:
-        pick = np.random.default_rng(0).choice(n_train, size=pixels, replace=False)
-        x_train, y_train = x_train[pick], y_train[pick]
     start = time.perf_counter()
-    forest = RandomForestClassifier(n_estimators=trees, n_jobs=2, random_state=0)
-    forest.fit(x_train, y_train)
-    x_val, y_val = labelled_pixels(chips, "val")
-    pred = forest.predict(x_val)
+    forest = train_forest(chips, options=ForestOptions(trees=trees, max_pixels=pixels, n_jobs=2))
+    val_ids = [chip_id for chip_id, _, _ in ChipDataset(chips, "val").records]
+    pred, ref = predict_chips(forest, chips, val_ids)
     seconds = time.perf_counter() - start
-    return confusion_matrix(pred, y_val, num_classes=4), seconds, n_train
+    k = forest.scheme.num_classes
+    return confusion_matrix(pred, ref, num_classes=k), seconds, forest.available_pixels
 
 
 def main() -> int:

@@ -605,6 +605,10 @@ class TrainConfig(_Model):
     tensorboard: bool = Field(False, description="also log to TensorBoard (needs tensorboard)")
     progress_bar: bool = Field(True, description="show a progress bar")
     val_samples: int = Field(6, ge=0, description="validation chips drawn in val_samples.png")
+    folds: int | None = Field(
+        None, ge=3, description="also run K-fold spatial cross-validation into out/folds (K >= 3)"
+    )
+    fold_models: bool = Field(True, description="keep each fold's model file (false: scores only)")
 
     def fit_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`geounet.training.fit` (options built here)."""
@@ -736,6 +740,11 @@ class EvaluateSection(_Model):
     min_area_m2: float = Field(0.0, ge=0, description="objects smaller than this are ignored")
     unknown_classes: Literal["error", "miss"] = Field(
         "error", description="a reference class the prediction lacks: refuse, or count as missed"
+    )
+    baseline: Literal["none", "random_forest"] = Field(
+        "none",
+        description="also score a per-pixel random forest (100 trees, raw bands) trained on "
+        "the train chips, on the same pixels",
     )
 
 

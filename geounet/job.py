@@ -4,10 +4,12 @@ Layout of a job folder (``JobConfig.out``)::
 
     job.yaml       the resolved job: absolute paths, every default filled in
     tile/          chips, label chips, index.gpkg, stats.json (geounet.tiling)
-    train/         model.safetensors, metrics.json, logs/, plots/ (geounet.training)
+    train/         model.safetensors, metrics.json, logs/, plots/ (geounet.training);
+                   folds/ with ``train.folds``: the cross-validation (geounet.folds)
     predict/       classes.tif (COG), classes.qml, probabilities.tif, preview.png
     vectorize/     polygons.gpkg
-    evaluate/      metrics.json, reference_<split>.tif (the labels that were scored)
+    evaluate/      metrics.json, reference_<split>.tif (the labels that were scored),
+                   baseline_classes.tif with ``evaluate.baseline: random_forest``
     report/        report.html, report.md and their PNG figures
     item.json      a STAC Item of the outputs
 
@@ -317,10 +319,6 @@ def _predict_scenes(job: JobConfig) -> list[tuple[str | None, list[Path]]]:
     return [(s.name, list(s.scene)) for s in job.tile.scenes]
 
 
-def _predict_scene_files(job: JobConfig) -> list[Path]:
-    return [p for _, files in _predict_scenes(job) for p in files]
-
-
 def _key(name: str | None, key: str) -> str:
     """An output key: ``classes`` for a one-scene job, ``<scene>/classes`` per scene."""
     return key if name is None else f"{name}/{key}"
@@ -348,6 +346,17 @@ def _train(
     if result.model_path is None:
         raise StageError("train", "training wrote no model file (not rank 0 of a DDP run?).")
     outputs = {"model": result.model_path, "metrics": result.out_dir / "metrics.json"}
+    if job.train.folds is not None:
+        from geounet.baseline import ForestOptions
+        from geounet.folds import cross_validate
+
+        forest = ForestOptions() if job.evaluate.baseline == "random_forest" else None
+        cv = cross_validate(
+            job.train.chips, result.out_dir / "folds", folds=job.train.folds,
+            options=job.train.fit_kwargs()["options"], baseline=forest,
+            keep_models=job.train.fold_models, overwrite=True,
+        )  # fmt: skip
+        outputs["cv_metrics"] = cv.metrics_path
     return outputs | {f"plot_{k}": v for k, v in result.plots.items()}
 
 
@@ -386,6 +395,7 @@ def _vectorize(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[
 
 
 def _evaluate(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[str, Path]:
+    from geounet._nodata import nodata_rule_from_json
     from geounet.classes import ClassMap
     from geounet.evaluate import evaluate_prediction, write_metrics
     from geounet.labels import RASTER_SUFFIXES
@@ -405,17 +415,56 @@ def _evaluate(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[s
             options["class_column"] = job.tile.class_column
     outputs: dict[str, Path] = {}
     per_scene: dict[str, dict[str, Any]] = {}
+    forest = _baseline_forest(job, runs)
+    files = dict(_predict_scenes(job))
+    cv = _cross_validation(runs)
     for name, reference in _references(job, runs, folder):
         _sub(folder, name).mkdir(exist_ok=True)
         classes = runs["predict"].outputs[_key(name, "classes")]
         metrics = evaluate_prediction(classes, reference, **options)
         metrics["scored"] = f"{cfg.split} split" if cfg.reference is None else str(reference)
+        if forest is not None:
+            from geounet.baseline import evaluate_forest
+
+            # Trained once on the train chips, scored by the same function on the same pixels.
+            baseline_path = _sub(folder, name) / "baseline_classes.tif"
+            metrics["baseline"] = evaluate_forest(
+                runs["tile"].outputs["chips"], files[name], reference, baseline_path,
+                forest=forest, nodata=nodata_rule_from_json(job.predict.nodata), **options,
+            )  # fmt: skip
+            metrics["baseline"]["scored"] = metrics["scored"]
+            outputs[_key(name, "baseline_classes")] = baseline_path
+        if cv is not None:
+            metrics["cross_validation"] = cv
         path = write_metrics(metrics, _sub(folder, name) / "metrics.json")
         outputs |= {_key(name, "metrics"): path, _key(name, "reference"): Path(reference)}
         per_scene[name or ""] = metrics
     if job.tile.scenes is not None and job.predict.scene is None:
-        outputs["metrics"] = write_metrics(_pooled_metrics(per_scene), folder / "metrics.json")
+        pooled = _pooled_metrics(per_scene)
+        if forest is not None:
+            pooled["baseline"] = _pooled_metrics({n: m["baseline"] for n, m in per_scene.items()})
+        if cv is not None:
+            pooled["cross_validation"] = cv
+        outputs["metrics"] = write_metrics(pooled, folder / "metrics.json")
     return outputs
+
+
+def _baseline_forest(job: JobConfig, runs: Mapping[str, StageRun]) -> Any:
+    """The per-pixel forest trained on the train chips, when ``evaluate.baseline`` asks for it."""
+    if job.evaluate.baseline != "random_forest":
+        return None
+    from geounet.baseline import train_forest
+
+    return train_forest(runs["tile"].outputs["chips"], split="train")
+
+
+def _cross_validation(runs: Mapping[str, StageRun]) -> dict[str, Any] | None:
+    """The fold summary of the train stage (``train.folds``), or ``None``."""
+    cv_metrics = runs["train"].outputs.get("cv_metrics")
+    if cv_metrics is None:
+        return None
+    cv = json.loads(Path(cv_metrics).read_text())
+    return {k: cv[k] for k in ("folds", "scored", "std", "summary")}
 
 
 def _references(
@@ -540,7 +589,7 @@ _STAGE_TABLE: dict[str, _Stage] = {
     "train": _Stage(_train, ("tile",), resumable=True),
     "predict": _Stage(_predict, ("train",)),
     "vectorize": _Stage(_vectorize, ("predict",)),
-    "evaluate": _Stage(_evaluate, ("tile", "predict")),
+    "evaluate": _Stage(_evaluate, ("tile", "train", "predict")),
     "report": _Stage(_report, ("train", "predict", "vectorize", "evaluate")),
 }
 

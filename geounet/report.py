@@ -21,6 +21,11 @@ the PNGs both link to by relative path, so the folder can be zipped, mailed or s
     With metrics: the row-normalised confusion matrix (:func:`geounet._plots.plot_confusion`).
 ``curves.png``, ``val_samples.png``
     Copied from the training folder's ``plots/`` when present.
+``baseline_iou.png``
+    With a ``baseline`` in the metrics: IoU per class of the model and the random forest on
+    the same pixels, beside a table of both (:mod:`geounet._report_baseline`).
+``cv_iou.png``
+    With ``cross_validation`` in the metrics: mean and std of IoU per class over the folds.
 
 Maps are at most :data:`PREVIEW_MAX_SIDE` pixels on their longer side and keep the raster's
 aspect ratio exactly (one PNG pixel per decimated raster pixel, no figure margins).
@@ -156,6 +161,9 @@ def write_report(
         sections.append(_map_section(tmp, info, (classes_path, reference_path), scheme, rgb))
         if metrics_data is not None:
             sections.append(_metrics_section(tmp, metrics_data))
+            from geounet._report_baseline import yardstick_sections
+
+            sections += yardstick_sections(tmp, metrics_data)
         if train_path is not None:
             sections.append(_training_section(tmp, train_path))
         heading = options.title or f"geounet report: {info.name}"

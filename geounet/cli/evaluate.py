@@ -97,23 +97,79 @@ def format_table(metrics: dict[str, Any]) -> str:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the metrics as JSON here (checked writable first).  [default: print only]",
 )
+@click.option(
+    "--baseline",
+    type=click.Choice(["none", "random_forest"]),
+    default="none",
+    help="Also train a per-pixel random forest (100 trees, raw bands) on the train split of "
+    "--chips, predict --scene and score it on the same pixels.",
+)
+@click.option(
+    "--chips",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Chips folder the model was trained on (for --baseline).",
+)
+@click.option(
+    "--scene",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The predicted scene: one raster, or its band files in order (for --baseline).",
+)
 @guarded
 def evaluate(
-    prediction: Path, reference: Path, class_map: Path | None, out: Path | None, **options: Any
+    prediction: Path,
+    reference: Path,
+    class_map: Path | None,
+    out: Path | None,
+    baseline: str,
+    chips: Path | None,
+    scene: tuple[Path, ...],
+    **options: Any,
 ) -> None:
     """Compare PREDICTION (classes.tif of `geounet predict`) with reference labels.
 
     Prints per-class IoU, F1, precision, recall and support, their means over the classes
     present in the reference, overall accuracy and object-level scores; pixels that are 255
     (ignore / nodata) in the reference or the prediction are not counted.
+
+    With --baseline random_forest, a per-pixel random forest trained on the train chips of
+    --chips predicts --scene and is scored by the same function on the same pixels; its
+    metrics go under 'baseline' in --out, its class raster beside it (OUT_baseline_classes.tif).
     """
     from geounet.classes import ClassMap
     from geounet.evaluate import check_output_path, evaluate_prediction, write_metrics
 
     if out is not None:
         check_output_path(out)  # before minutes of computing, not after
+    if baseline == "random_forest" and (chips is None or not scene):
+        raise click.UsageError("--baseline random_forest needs --chips and --scene.")
     cmap = ClassMap.from_yaml(class_map) if class_map is not None else None
     metrics = evaluate_prediction(prediction, reference, class_map=cmap, **options)
     click.echo(format_table(metrics))
+    if baseline == "random_forest" and chips is not None:
+        metrics["baseline"] = _score_forest(chips, scene, reference, out, cmap, options)
+        click.echo("random forest (same pixels):\n" + format_table(metrics["baseline"]))
     if out is not None:
         click.echo(f"wrote {write_metrics(metrics, out)}")
+
+
+def _score_forest(
+    chips: Path,
+    scene: tuple[Path, ...],
+    reference: Path,
+    out: Path | None,
+    class_map: Any,
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    """The forest's metrics; its class raster beside --out, else in a temporary folder."""
+    import tempfile
+    from contextlib import nullcontext
+
+    from geounet.baseline import evaluate_forest
+
+    folder = nullcontext(str(out.parent)) if out is not None else tempfile.TemporaryDirectory()
+    with folder as where:
+        name = f"{out.stem}_baseline_classes.tif" if out is not None else "baseline_classes.tif"
+        return evaluate_forest(
+            chips, list(scene), reference, Path(where) / name, class_map=class_map, **options
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -112,6 +113,25 @@ _NESTED = {
 )
 @click.option("--threads", type=int, help="torch CPU threads.  [default: torch's choice]")
 @click.option(
+    "--folds",
+    type=click.IntRange(min=3),
+    help=(
+        "Also run K-fold spatial cross-validation (folds of split blocks, overlapping chips "
+        "buffered) into OUT/folds: a model per fold, mean and std of every metric."
+    ),
+)
+@click.option(
+    "--fold-models/--scores-only",
+    default=None,
+    help="Keep each fold's model file, or only the fold scores.  [default: --fold-models]",
+)
+@click.option(
+    "--baseline",
+    type=click.Choice(["random_forest", "none"]),
+    default="random_forest",
+    help="Score a per-pixel random forest on the same test pixels of every fold (with --folds).",
+)
+@click.option(
     "--resume",
     is_flag=True,
     help=(
@@ -128,7 +148,12 @@ _NESTED = {
 )
 @guarded
 def train(
-    config_path: Path | None, resume: bool, overwrite: bool, no_progress: bool, **flags: object
+    config_path: Path | None,
+    resume: bool,
+    overwrite: bool,
+    no_progress: bool,
+    baseline: str,
+    **flags: object,
 ) -> None:
     """Train a segmentation model on the chips of `geounet tile` and write OUT/model.safetensors.
 
@@ -137,6 +162,11 @@ def train(
     and writes it as a self-describing model file (safetensors weights + JSON metadata: model,
     bands, normalisation, classes, chip and pixel size, training summary), with metrics.json,
     CSV logs and plots (curves, confusion matrix, validation chips) in OUT.
+
+    With --folds K it then also cross-validates: the chips are dealt into K spatially disjoint
+    folds of split blocks; each fold is tested once by a model trained on the others (the next
+    fold picks its epoch), beside a per-pixel random forest on the same test pixels. OUT/folds
+    holds the per-fold runs, folds.gpkg and metrics.json with the mean and std of every metric.
 
     Every option can also be set in the 'train' section of --config; a flag overrides it.
     """
@@ -155,8 +185,15 @@ def train(
     cfg = load_train_config(config_path, overrides)
     # The other ranks of a DDP run start this command again inside the same run.
     lock = folder_lock(cfg.out, beside=True) if is_launch_rank_zero() else nullcontext()
+    kwargs = cfg.fit_kwargs()
+    if cfg.folds is not None:
+        from geounet.folds import check_output
+
+        check_output(cfg.out / "folds", overwrite=overwrite or resume)
     with lock:
-        result = fit(**cfg.fit_kwargs(), resume=resume, overwrite=overwrite)
+        result = fit(**kwargs, resume=resume, overwrite=overwrite)
+        if cfg.folds is not None and result.model_path is not None:
+            _cross_validate(cfg, kwargs["options"], baseline)
     if result.model_path is None:  # a non-zero DDP rank: rank 0 reports
         return
     m = result.metrics
@@ -169,3 +206,22 @@ def train(
         f"accuracy {m['oa']:.3f}\nwrote {result.model_path.resolve()} and plots in "
         f"{(result.out_dir / 'plots').resolve()}"
     )
+
+
+def _cross_validate(cfg: Any, options: Any, baseline: str) -> None:
+    """Run the cross-validation of ``--folds`` into OUT/folds and print its summary."""
+    from geounet.baseline import ForestOptions
+    from geounet.folds import cross_validate
+
+    result = cross_validate(
+        cfg.chips, cfg.out / "folds", folds=cfg.folds, options=options,
+        baseline=ForestOptions() if baseline == "random_forest" else None,
+        keep_models=cfg.fold_models, overwrite=True,
+    )  # fmt: skip
+    for name, metrics in result.summary.items():
+        miou = metrics["miou"]
+        click.echo(
+            f"{cfg.folds}-fold spatial cross-validation, {name}: test mIoU "
+            f"{miou['mean']:.3f} +- {miou['std'] or 0.0:.3f}"
+        )
+    click.echo(f"wrote {result.metrics_path.resolve()}")

@@ -101,3 +101,33 @@ def test_bad_input_is_a_clean_error_not_a_traceback(tmp_path):
     assert result.exit_code == 1 and "unknown object class 'roof'" in result.output
     result = CliRunner().invoke(evaluate, [pred, "--reference", ref, "--iou-threshold", "0"])
     assert result.exit_code == 2 and "--iou-threshold" in result.output
+
+
+def test_baseline_forest_is_scored_on_the_same_pixels(tmp_path):
+    from _chips import make_chips
+
+    from geounet.tiling import write_split_labels
+
+    chips = make_chips(tmp_path)
+    reference = write_split_labels(chips, "test", tmp_path / "reference_test.tif")
+    prediction = reference  # a perfect model: the point is the forest beside it
+    out = tmp_path / "metrics.json"
+    args = [str(prediction), "--reference", str(reference), "--out", str(out)]
+    refused = CliRunner().invoke(evaluate, [*args, "--baseline", "random_forest"])
+    assert refused.exit_code == 2 and "needs --chips and --scene" in refused.output
+    forest = ["--baseline", "random_forest", "--chips", str(chips),
+              "--scene", str(tmp_path / "scene.tif")]  # fmt: skip
+    result = CliRunner().invoke(evaluate, [*args, *forest])
+    assert result.exit_code == 0, result.output
+    assert "random forest (same pixels):" in result.output
+    metrics = json.loads(out.read_text())
+    rf = metrics["baseline"]
+    assert rf["pixels_evaluated"] == metrics["pixels_evaluated"] > 0
+    support = {n: c["support"] for n, c in metrics["per_class"].items()}
+    assert support == {n: c["support"] for n, c in rf["per_class"].items()}
+    assert metrics["mean"]["iou"] == 1.0 and 0.8 < rf["mean"]["iou"] <= 1.0
+    with (
+        rasterio.open(tmp_path / "metrics_baseline_classes.tif") as f,
+        rasterio.open(tmp_path / "scene.tif") as s,
+    ):
+        assert (f.crs, f.transform, f.shape) == (s.crs, s.transform, s.shape)

@@ -103,3 +103,34 @@ def test_unknown_model_option_is_a_clean_error(tmp_path, chips):
     result = CliRunner().invoke(cli, ["train", "--config", str(cfg)])
     assert result.exit_code == 1
     assert "base_chanels" in result.output and "base_channels" in result.output
+
+
+def test_folds_flag_cross_validates_after_training(tmp_path, chips):
+    import json
+
+    cfg = _config(tmp_path, chips)
+    args = [
+        "train",
+        "--config",
+        str(cfg),
+        "--epochs",
+        "1",
+        "--folds",
+        "3",
+        "--scores-only",
+        "--no-progress",
+    ]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "3-fold spatial cross-validation, unet: test mIoU" in result.output
+    assert "3-fold spatial cross-validation, random_forest: test mIoU" in result.output
+    run = tmp_path / "run"
+    assert (run / "model.safetensors").is_file()  # the model trained on the job's own split
+    doc = json.loads((run / "folds" / "metrics.json").read_text())
+    assert doc["folds"] == 3 and set(doc["summary"]) == {"unet", "random_forest"}
+    assert not any((run / "folds").glob("fold_*"))
+    # An earlier cross-validation is refused before any training, and --folds 2 by click.
+    again = CliRunner().invoke(cli, ["train", "--config", str(cfg), "--folds", "3"])
+    assert again.exit_code != 0 and "folds is not empty; pass --overwrite" in again.output
+    two = CliRunner().invoke(cli, ["train", "--config", str(cfg), "--folds", "2"])
+    assert two.exit_code == 2 and "--folds" in two.output
