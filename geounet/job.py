@@ -319,6 +319,10 @@ def _predict_scenes(job: JobConfig) -> list[tuple[str | None, list[Path]]]:
     return [(s.name, list(s.scene)) for s in job.tile.scenes]
 
 
+def _predict_scene_files(job: JobConfig) -> list[Path]:
+    return [p for _, files in _predict_scenes(job) for p in files]
+
+
 def _key(name: str | None, key: str) -> str:
     """An output key: ``classes`` for a one-scene job, ``<scene>/classes`` per scene."""
     return key if name is None else f"{name}/{key}"
