@@ -214,16 +214,21 @@ def _header(path: Path) -> dict:
     return json.loads(json.loads(raw[8 : 8 + n])["__metadata__"]["geounet"])
 
 
+def _baseline_04_copy(scene: Path, out: Path) -> Path:
+    """The scene as processing baseline 04.00 delivers it: the ground reads 1000 DN brighter."""
+    with rasterio.open(scene) as src:
+        profile, data = src.profile, src.read()
+    with rasterio.open(out, "w", **profile) as dst:
+        # Nodata (0) stays 0, as in real products.
+        dst.write(np.where(data == 0, 0, data + 1000).astype(data.dtype))
+        dst.descriptions = BANDS
+    return out
+
+
 def test_a_baseline_04_scene_predicts_exactly_like_the_original(recipe_run, tmp_path):
     chips, run = recipe_run
     scene = Path(json.loads((chips / "tiling.json").read_text())["scene"]["paths"][0])
-    shifted = tmp_path / "shifted.tif"
-    with rasterio.open(scene) as src:
-        profile, data = src.profile, src.read()
-    with rasterio.open(shifted, "w", **profile) as dst:
-        # Nodata (0) stays 0, as in real products; the ground reads 1000 DN brighter.
-        dst.write(np.where(data == 0, 0, data + 1000).astype(data.dtype))
-        dst.descriptions = BANDS
+    shifted = _baseline_04_copy(scene, tmp_path / "shifted.tif")
     base = predict_scene(run.model_path, scene, tmp_path / "a", probabilities=True, device="cpu")
     same = predict_scene(
         run.model_path, shifted, tmp_path / "b", probabilities=True, device="cpu", dn_offset=-1000
@@ -281,12 +286,7 @@ def test_an_exported_onnx_graph_applies_the_recipe_like_the_model_file(recipe_ru
     chips, run = recipe_run
     onnx_path = export_onnx(run.model_path, tmp_path / "model.onnx")
     scene = Path(json.loads((chips / "tiling.json").read_text())["scene"]["paths"][0])
-    shifted = tmp_path / "shifted.tif"
-    with rasterio.open(scene) as src:
-        profile, data = src.profile, src.read()
-    with rasterio.open(shifted, "w", **profile) as dst:
-        dst.write(np.where(data == 0, 0, data + 1000).astype(data.dtype))
-        dst.descriptions = BANDS
+    shifted = _baseline_04_copy(scene, tmp_path / "shifted.tif")
     for path, offset, name in ((scene, None, "plain"), (shifted, -1000, "shifted")):
         by = {}
         for engine, model in (("torch", run.model_path), ("onnx", onnx_path)):
