@@ -40,9 +40,20 @@ def make_class_raster(path: Path, size: int, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     coarse = ndimage.gaussian_filter(rng.standard_normal((size // 8, size // 8)), 3)
     cuts = np.quantile(coarse, [0.35, 0.85])  # other / field / water
-    profile = dict(driver="GTiff", width=size, height=size, count=1, dtype="uint8",
-                   crs="EPSG:32633", transform=Affine(10, 0, 300000, 0, -10, 5900000),
-                   nodata=255, tiled=True, blockxsize=512, blockysize=512, compress="deflate")
+    profile = dict(
+        driver="GTiff",
+        width=size,
+        height=size,
+        count=1,
+        dtype="uint8",
+        crs="EPSG:32633",
+        transform=Affine(10, 0, 300000, 0, -10, 5900000),
+        nodata=255,
+        tiled=True,
+        blockxsize=512,
+        blockysize=512,
+        compress="deflate",
+    )
     strip = 1024
     with rasterio.open(path, "w", **profile) as dst:
         for row in range(0, size, strip):
@@ -78,14 +89,24 @@ def run_whole(src: Path, out: Path) -> None:
     names = ClassScheme.default().names
     with rasterio.open(src) as ds:
         data, transform, crs = ds.read(1), ds.transform, ds.crs.to_wkt()
-    pairs = [(shapely.geometry.shape(g), int(v))
-             for g, v in shapes(data, mask=data != 255, connectivity=4, transform=transform)]
+    pairs = [
+        (shapely.geometry.shape(g), int(v))
+        for g, v in shapes(data, mask=data != 255, connectivity=4, transform=transform)
+    ]
     del data
     geoms = np.array([g for g, _ in pairs], dtype=object)
     ids = np.array([v for _, v in pairs], np.int32)
     fields = [ids, np.array([names[i] for i in ids], dtype=object), shapely.area(geoms)]
-    pyogrio.raw.write(out, shapely.to_wkb(geoms), fields, ["class_id", "class_name", "area_m2"],
-                      layer="polygons", driver="GPKG", geometry_type="Polygon", crs=crs)
+    pyogrio.raw.write(
+        out,
+        shapely.to_wkb(geoms),
+        fields,
+        ["class_id", "class_name", "area_m2"],
+        layer="polygons",
+        driver="GPKG",
+        geometry_type="Polygon",
+        crs=crs,
+    )
 
 
 def child(argv: list[str]) -> None:
@@ -102,8 +123,15 @@ def child(argv: list[str]) -> None:
         run_whole(src, out)
     else:
         run_blockwise(src, out, int(argv[3]), float(argv[4]))
-    print(json.dumps({"wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu,
-                      "peak_rss_mb": _peak_rss_mb()}))
+    print(
+        json.dumps(
+            {
+                "wall_s": time.perf_counter() - start,
+                "cpu_s": time.process_time() - cpu,
+                "peak_rss_mb": _peak_rss_mb(),
+            }
+        )
+    )
 
 
 def _peak_rss_mb() -> float:
@@ -125,8 +153,9 @@ def measure(*args: str) -> dict:
     result = json.loads(done.stdout.strip().splitlines()[-1])
     if args[0] == "imports":
         return result
-    _, _, _, fields = pyogrio.raw.read(args[2], layer="polygons", columns=["area_m2"],
-                                       read_geometry=False)
+    _, _, _, fields = pyogrio.raw.read(
+        args[2], layer="polygons", columns=["area_m2"], read_geometry=False
+    )
     return result | {"polygons": len(fields[0]), "area_m2": float(fields[0].sum())}
 
 
@@ -141,32 +170,63 @@ def main() -> None:
         src = Path(tmp) / "classes.tif"
         start = time.perf_counter()
         make_class_raster(src, args.size)
-        log.info("class raster %d x %d written in %.1f s", args.size, args.size,
-                 time.perf_counter() - start)
+        log.info(
+            "class raster %d x %d written in %.1f s",
+            args.size,
+            args.size,
+            time.perf_counter() - start,
+        )
         baseline = measure("imports", str(src), "-")["peak_rss_mb"]
         runs = {
             "whole-raster shapes": measure("whole", str(src), str(Path(tmp) / "whole.gpkg")),
             f"block-wise ({args.block_size})": measure(
-                "blockwise", str(src), str(Path(tmp) / "blocks.gpkg"), str(args.block_size), "0"),
+                "blockwise", str(src), str(Path(tmp) / "blocks.gpkg"), str(args.block_size), "0"
+            ),
             f"block-wise + simplify {args.simplify_m:g} m": measure(
-                "blockwise", str(src), str(Path(tmp) / "simple.gpkg"), str(args.block_size),
-                str(args.simplify_m)),
+                "blockwise",
+                str(src),
+                str(Path(tmp) / "simple.gpkg"),
+                str(args.block_size),
+                str(args.simplify_m),
+            ),
         }
-    log.info("peak RSS of the imports alone (pyogrio loads geopandas and pyarrow): %.0f MB",
-             baseline)
-    log.info("%-34s %9s %12s %7s %7s %8s %9s", "method", "polygons", "area km2", "wall s",
-             "cpu s", "peak MB", "above MB")
+    log.info(
+        "peak RSS of the imports alone (pyogrio loads geopandas and pyarrow): %.0f MB", baseline
+    )
+    log.info(
+        "%-34s %9s %12s %7s %7s %8s %9s",
+        "method",
+        "polygons",
+        "area km2",
+        "wall s",
+        "cpu s",
+        "peak MB",
+        "above MB",
+    )
     for name, r in runs.items():
         r["above_mb"] = r["peak_rss_mb"] - baseline
-        log.info("%-34s %9d %12.3f %7.1f %7.1f %8.0f %9.0f", name, r["polygons"],
-                 r["area_m2"] / 1e6, r["wall_s"], r["cpu_s"], r["peak_rss_mb"], r["above_mb"])
+        log.info(
+            "%-34s %9d %12.3f %7.1f %7.1f %8.0f %9.0f",
+            name,
+            r["polygons"],
+            r["area_m2"] / 1e6,
+            r["wall_s"],
+            r["cpu_s"],
+            r["peak_rss_mb"],
+            r["above_mb"],
+        )
     whole, blocks = runs["whole-raster shapes"], runs[f"block-wise ({args.block_size})"]
-    same = whole["polygons"] == blocks["polygons"] and np.isclose(whole["area_m2"],
-                                                                  blocks["area_m2"], rtol=1e-9)
+    same = whole["polygons"] == blocks["polygons"] and np.isclose(
+        whole["area_m2"], blocks["area_m2"], rtol=1e-9
+    )
     log.info("same polygons and area as the whole raster: %s", same)
-    log.info("block-wise / whole: time x%.2f (cpu x%.2f), peak RSS x%.2f (above imports x%.2f)",
-             blocks["wall_s"] / whole["wall_s"], blocks["cpu_s"] / whole["cpu_s"],
-             blocks["peak_rss_mb"] / whole["peak_rss_mb"], blocks["above_mb"] / whole["above_mb"])
+    log.info(
+        "block-wise / whole: time x%.2f (cpu x%.2f), peak RSS x%.2f (above imports x%.2f)",
+        blocks["wall_s"] / whole["wall_s"],
+        blocks["cpu_s"] / whole["cpu_s"],
+        blocks["peak_rss_mb"] / whole["peak_rss_mb"],
+        blocks["above_mb"] / whole["above_mb"],
+    )
 
 
 if __name__ == "__main__":

@@ -297,8 +297,9 @@ class BlendMerger:
         self._weights: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, bool]] = {}
         self._top = 0  # scene row held in buffer row 0; every row above it has been released
         self._finished = False
-        logger.debug("BlendMerger %s x %d: %d-row strip, %d bytes", shape, num_channels, rows,
-                     self.nbytes)
+        logger.debug(
+            "BlendMerger %s x %d: %d-row strip, %d bytes", shape, num_channels, rows, self.nbytes
+        )
 
     @property
     def nbytes(self) -> int:
@@ -401,14 +402,26 @@ class BlendMerger:
     ) -> tuple[np.ndarray, np.ndarray, bool]:
         """The (cached) 2-D weights of a chip, its positive mask, and whether all are positive."""
         scene_h, scene_w = self.shape
-        key = (height, width, row_off > 0, row_off + height < scene_h, col_off > 0,
-               col_off + width < scene_w)
+        key = (
+            height,
+            width,
+            row_off > 0,
+            row_off + height < scene_h,
+            col_off > 0,
+            col_off + width < scene_w,
+        )
         cached = self._weights.get(key)
         if cached is None:
-            rows = self._profile(AxisLayout(height, self.chip_size[0], self.overlap[0],
-                                            self.margin[0], key[2], key[3]))
-            cols = self._profile(AxisLayout(width, self.chip_size[1], self.overlap[1],
-                                            self.margin[1], key[4], key[5]))
+            rows = self._profile(
+                AxisLayout(
+                    height, self.chip_size[0], self.overlap[0], self.margin[0], key[2], key[3]
+                )
+            )
+            cols = self._profile(
+                AxisLayout(
+                    width, self.chip_size[1], self.overlap[1], self.margin[1], key[4], key[5]
+                )
+            )
             weights = np.outer(rows, cols)
             positive = weights > 0
             cached = (weights, positive, bool(positive.all()))
@@ -438,8 +451,9 @@ class BlendMerger:
             merged = np.empty((self.num_channels, buffered, scene_w), np.float32)
             with np.errstate(invalid="ignore", divide="ignore"):
                 # Divided in float64, rounded once to float32; 0 / 0 makes uncovered pixels NaN.
-                np.divide(self._acc[:, :buffered], self._wsum[:buffered], out=merged,
-                          casting="same_kind")
+                np.divide(
+                    self._acc[:, :buffered], self._wsum[:buffered], out=merged, casting="same_kind"
+                )
             yield MergedStrip(Window(0, self._top, scene_w, buffered), merged)
             keep = self._acc.shape[1] - buffered
             for buf in (self._acc[:, :], self._wsum[None], self._state[None]):

@@ -63,8 +63,16 @@ CM = [[10, 2, 0, 0], [2, 14, 0, 0], [2, 0, 6, 0], [0, 1, 0, 3]]
 
 def write_classes(path, data, *, transform=GRID, crs="EPSG:32633", scheme=None, nodata=X, tag=True):
     """A class raster as `geounet predict` writes it (uint8, 255 nodata, scheme tag)."""
-    profile = dict(driver="GTiff", width=data.shape[1], height=data.shape[0], count=1,
-                   dtype=data.dtype, crs=crs, transform=transform, nodata=nodata)
+    profile = dict(
+        driver="GTiff",
+        width=data.shape[1],
+        height=data.shape[0],
+        count=1,
+        dtype=data.dtype,
+        crs=crs,
+        transform=transform,
+        nodata=nodata,
+    )
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data, 1)
         if tag:
@@ -84,15 +92,20 @@ def write_polygons(path, geoms, values, column="fclass", crs="EPSG:32633"):
 
 def test_metrics_from_confusion_by_hand():
     names = ["a", "b", "c", "d", "e"]
-    cm = np.array([[5, 1, 0, 0, 0],   # a: support 6, predicted 8
-                   [0, 0, 0, 0, 0],   # b: never in the reference, predicted once
-                   [1, 0, 4, 0, 0],   # c: support 5, predicted 4
-                   [0, 0, 0, 0, 0],   # d: absent on both sides
-                   [2, 0, 0, 0, 0]])  # e: support 2, never predicted
+    cm = np.array(
+        [
+            [5, 1, 0, 0, 0],  # a: support 6, predicted 8
+            [0, 0, 0, 0, 0],  # b: never in the reference, predicted once
+            [1, 0, 4, 0, 0],  # c: support 5, predicted 4
+            [0, 0, 0, 0, 0],  # d: absent on both sides
+            [2, 0, 0, 0, 0],
+        ]
+    )  # e: support 2, never predicted
     m = metrics_from_confusion(cm, names)
     a, b, c, d, e = (m["per_class"][n] for n in names)
     assert (a["iou"], a["precision"], a["recall"], a["f1"]) == approx(
-        (5 / 9, 5 / 8, 5 / 6, 10 / 14))
+        (5 / 9, 5 / 8, 5 / 6, 10 / 14)
+    )
     assert (a["support"], a["predicted"]) == (6, 8)
     assert (b["iou"], b["precision"], b["recall"], b["f1"]) == (0.0, 0.0, None, 0.0)
     assert (c["iou"], c["precision"], c["recall"], c["f1"]) == approx((4 / 5, 1.0, 4 / 5, 8 / 9))
@@ -119,16 +132,20 @@ def check_pixel_metrics(m):
     other, field, water, building = (m["per_class"][n] for n in m["classes"])
     # other: TP 10, FP 2+2, FN 2
     assert (other["iou"], other["precision"], other["recall"], other["f1"]) == approx(
-        (10 / (10 + 4 + 2), 10 / 14, 10 / 12, 20 / (20 + 4 + 2)))
+        (10 / (10 + 4 + 2), 10 / 14, 10 / 12, 20 / (20 + 4 + 2))
+    )
     # field: TP 14, FP 2+1, FN 2
     assert (field["iou"], field["precision"], field["recall"], field["f1"]) == approx(
-        (14 / (14 + 3 + 2), 14 / 17, 14 / 16, 28 / (28 + 3 + 2)))
+        (14 / (14 + 3 + 2), 14 / 17, 14 / 16, 28 / (28 + 3 + 2))
+    )
     # water: TP 6, FP 0, FN 2
     assert (water["iou"], water["precision"], water["recall"], water["f1"]) == approx(
-        (6 / 8, 1.0, 6 / 8, 12 / 14))
+        (6 / 8, 1.0, 6 / 8, 12 / 14)
+    )
     # building: TP 3, FP 0, FN 1
     assert (building["iou"], building["precision"], building["recall"], building["f1"]) == approx(
-        (3 / 4, 1.0, 3 / 4, 6 / 7))
+        (3 / 4, 1.0, 3 / 4, 6 / 7)
+    )
     supports = [other["support"], field["support"], water["support"], building["support"]]
     assert supports == [12, 16, 8, 4]
     assert m["overall_accuracy"] == approx(33 / 40)
@@ -152,15 +169,18 @@ def test_coarser_reference_raster_covering_part_of_the_prediction(tmp_path, monk
     # 20 m pixels over the left 6 columns only, and no nodata value: resampling would fill the
     # 2 uncovered columns with 0 ("other"); they must be excluded instead.
     coarse = np.array([[0, 1, 1], [0, 1, 1], [2, 2, 3]], dtype=np.uint8)
-    ref = write_classes(tmp_path / "ref20.tif", coarse, transform=Affine(20, 0, X0, 0, -20, Y0),
-                        nodata=None)
+    ref = write_classes(
+        tmp_path / "ref20.tif", coarse, transform=Affine(20, 0, X0, 0, -20, Y0), nodata=None
+    )
     m = evaluate_prediction(pred, ref, object_classes=[])
     # Nearest upsampling: rows 0-3 read 0 0 1 1 1 1, rows 4-5 read 2 2 2 2 3 3 (cols 0-5).
     # Counted by hand against PRED's cols 0-5 (2 PRED-255 pixels in row 5).
-    assert m["confusion_matrix"]["matrix"] == [[6, 0, 2, 0],
-                                               [6, 10, 0, 0],
-                                               [0, 0, 6, 0],
-                                               [0, 1, 0, 3]]
+    assert m["confusion_matrix"]["matrix"] == [
+        [6, 0, 2, 0],
+        [6, 10, 0, 0],
+        [0, 0, 6, 0],
+        [0, 1, 0, 3],
+    ]
     assert m["pixels_evaluated"] == 34 and m["pixels_excluded"] == 12 + 2
     assert m["per_class"]["field"]["recall"] == approx(10 / 16)
     assert m["per_class"]["other"]["precision"] == approx(6 / 12)
@@ -175,8 +195,13 @@ def test_reference_raster_in_another_crs_covering_part_of_the_prediction(tmp_pat
     east, north = to_lonlat(X0 + 40, Y0 + 100)  # x = X0 + 40: the left 4 columns are covered
     shape = (40, 30)
     transform = Affine((east - west) / shape[1], 0, west, 0, -(north - south) / shape[0], north)
-    ref = write_classes(tmp_path / "ref4326.tif", np.ones(shape, np.uint8), transform=transform,
-                        crs="EPSG:4326", nodata=None)
+    ref = write_classes(
+        tmp_path / "ref4326.tif",
+        np.ones(shape, np.uint8),
+        transform=transform,
+        crs="EPSG:4326",
+        nodata=None,
+    )
     with pytest.warns(ReprojectionWarning):
         m = evaluate_prediction(pred, ref, object_classes=["field"])
     # All reference pixels are "field"; PRED's left 4 columns hold 12 other, 2 field, 8 water
@@ -192,16 +217,36 @@ def test_reference_raster_in_another_crs_covering_part_of_the_prediction(tmp_pat
 
 def reference_polygons():
     """REF as polygons: an L-shaped water polygon leaves REF's two 255 pixels of row 5 out."""
-    water = shapely.Polygon([(X0, Y0 - 30), (X0 + 40, Y0 - 30), (X0 + 40, Y0 - 60),
-                             (X0 + 20, Y0 - 60), (X0 + 20, Y0 - 50), (X0, Y0 - 50)])
-    geoms = [cell_box(0, 0, 3, 4), cell_box(0, 4, 4, 8), water, cell_box(4, 4, 6, 6),
-             cell_box(4, 6, 6, 8)]
+    water = shapely.Polygon(
+        [
+            (X0, Y0 - 30),
+            (X0 + 40, Y0 - 30),
+            (X0 + 40, Y0 - 60),
+            (X0 + 20, Y0 - 60),
+            (X0 + 20, Y0 - 50),
+            (X0, Y0 - 50),
+        ]
+    )
+    geoms = [
+        cell_box(0, 0, 3, 4),
+        cell_box(0, 4, 4, 8),
+        water,
+        cell_box(4, 4, 6, 6),
+        cell_box(4, 6, 6, 8),
+    ]
     values = ["forest", "farmland", "water", "residential", "road"]  # road: not in the map
     return geoms, values
 
 
-CLASS_MAP = {"column": "fclass", "mapping": {"other": ["forest"], "field": ["farmland"],
-                                              "water": ["water"], "building": ["residential"]}}
+CLASS_MAP = {
+    "column": "fclass",
+    "mapping": {
+        "other": ["forest"],
+        "field": ["farmland"],
+        "water": ["water"],
+        "building": ["residential"],
+    },
+}
 
 
 def test_vector_reference_with_a_class_map(tmp_path):
@@ -219,8 +264,9 @@ def test_vector_reference_in_another_crs_is_reprojected(tmp_path):
     ref = tmp_path / "ref4326.gpkg"
     frame.to_crs("EPSG:4326").to_file(ref)
     with pytest.warns(ReprojectionWarning):
-        m = evaluate_prediction(pred, ref, class_map=ClassMap.from_dict(CLASS_MAP),
-                                object_classes=[])
+        m = evaluate_prediction(
+            pred, ref, class_map=ClassMap.from_dict(CLASS_MAP), object_classes=[]
+        )
     check_pixel_metrics(m)  # edges move by millimetres; pixel centres are 5 m away
 
 
@@ -247,8 +293,12 @@ def test_object_metrics_by_hand_vector_and_raster_reference(tmp_path, monkeypatc
     monkeypatch.setattr(ev, "_BLOCK_SIZE", 4)  # objects are cut by blocks and joined again
     pred, ref_raster = object_rasters(tmp_path)
     # Class names as values and no class map: the default map takes ids or names.
-    ref_vector = write_polygons(tmp_path / "buildings.gpkg", [cell_box(*b) for b in REF_BUILDINGS],
-                                ["building"] * 3, column="kind")
+    ref_vector = write_polygons(
+        tmp_path / "buildings.gpkg",
+        [cell_box(*b) for b in REF_BUILDINGS],
+        ["building"] * 3,
+        column="kind",
+    )
     for ref, column in ((ref_vector, "kind"), (ref_raster, None)):
         m = evaluate_prediction(pred, ref, class_column=column)
         b = m["objects"]["classes"]["building"]
@@ -264,8 +314,9 @@ def test_object_metrics_by_hand_vector_and_raster_reference(tmp_path, monkeypatc
     assert (b["tp"], b["precision"], b["recall"]) == (2, approx(2 / 3), approx(2 / 3))
     assert list(m["objects"]["classes"]) == ["building"]
     # Specks below 150 m2 (the 1-pixel false positive, 100 m2) are ignored: 2 predicted.
-    m = evaluate_prediction(pred, ref_vector, class_column="kind", object_classes=["building"],
-                            min_area_m2=150)
+    m = evaluate_prediction(
+        pred, ref_vector, class_column="kind", object_classes=["building"], min_area_m2=150
+    )
     b = m["objects"]["classes"]["building"]
     assert (b["tp"], b["n_pred"], b["n_ref"]) == (1, 2, 3)
     assert (b["precision"], b["recall"], b["f1"]) == approx((1 / 2, 1 / 3, 2 / 5))
@@ -316,8 +367,14 @@ def test_scheme_from_the_tag_and_null_for_absent_classes(tmp_path):
     ref = write_classes(tmp_path / "ref.tif", REF, tag=False)
     m = evaluate_prediction(pred, ref, object_classes=[])
     assert m["classes"] == ["other", "field", "water", "building", "road"]
-    assert m["per_class"]["road"] == {"iou": None, "f1": None, "precision": None, "recall": None,
-                                      "support": 0, "predicted": 0}
+    assert m["per_class"]["road"] == {
+        "iou": None,
+        "f1": None,
+        "precision": None,
+        "recall": None,
+        "support": 0,
+        "predicted": 0,
+    }
     assert m["mean"]["classes"] == ["other", "field", "water", "building"]
     assert m["overall_accuracy"] == approx(33 / 40)
     out = write_metrics(m, tmp_path / "metrics.json")

@@ -93,7 +93,10 @@ def test_merging_on_a_thread_gives_the_same_files(tmp_path, monkeypatch):
     inline = predict_scene(model, path, tmp_path / "inline", metadata=spec, options=options)
     monkeypatch.setattr(inference, "_MERGE_THREAD_DEVICES", {"cpu", "cuda"})
     threaded = predict_scene(model, path, tmp_path / "threaded", metadata=spec, options=options)
-    for a, b in ((inline.classes, threaded.classes), (inline.probabilities, threaded.probabilities)):
+    for a, b in (
+        (inline.classes, threaded.classes),
+        (inline.probabilities, threaded.probabilities),
+    ):
         with rasterio.open(a) as x, rasterio.open(b) as y:
             np.testing.assert_array_equal(x.read(), y.read())
 

@@ -213,4 +213,6 @@ def test_the_report_names_absent_classes_and_meaningless_scores(job: dict[str, P
     md = (job["out"] / "report.md").read_text()
     for text in (html.read_text(), md):
         assert "Absent from the reference (test split): water, building." in text
-        assert "Warning: only class &#x27;other&#x27;" in text or "Warning: only class 'other'" in text
+        assert (
+            "Warning: only class &#x27;other&#x27;" in text or "Warning: only class 'other'" in text
+        )

@@ -115,8 +115,10 @@ def test_blockwise_equals_whole_raster(tmp_path, blobs, crs_name, block_size):
         expected = cell_area_sums(data, transform, reference)
         geod = Geod(ellps="WGS84")  # the polygons' own geodesic areas agree to 1e-5
         np.testing.assert_allclose(
-            layer.area_m2, [abs(geod.geometry_area_perimeter(g)[0]) for g in layer.geometry],
-            rtol=1e-4)
+            layer.area_m2,
+            [abs(geod.geometry_area_perimeter(g)[0]) for g in layer.geometry],
+            rtol=1e-4,
+        )
     got = [expected[shapely.normalize(g).wkb] for g in layer.geometry]
     np.testing.assert_allclose(layer.area_m2, got, rtol=1e-8)
 
@@ -207,14 +209,20 @@ def test_mean_probability_on_a_hand_built_case(tmp_path):
 )
 def test_simplification_keeps_shared_borders(tmp_path, blobs, crs_name, block_size, simplify_m):
     data, paths = blobs
-    plain = read_layer(vectorize_raster(paths[crs_name], tmp_path / "a.gpkg",
-                                        block_size=block_size))
-    simple = read_layer(vectorize_raster(paths[crs_name], tmp_path / "b.gpkg",
-                                         block_size=block_size, simplify_m=simplify_m))
+    plain = read_layer(
+        vectorize_raster(paths[crs_name], tmp_path / "a.gpkg", block_size=block_size)
+    )
+    simple = read_layer(
+        vectorize_raster(
+            paths[crs_name], tmp_path / "b.gpkg", block_size=block_size, simplify_m=simplify_m
+        )
+    )
     geoms = np.asarray(simple.geometry.values)
     assert len(simple) == len(plain) and shapely.is_valid(geoms).all()
-    assert shapely.get_num_coordinates(geoms).sum() < 0.6 * shapely.get_num_coordinates(
-        plain.geometry.values).sum()
+    assert (
+        shapely.get_num_coordinates(geoms).sum()
+        < 0.6 * shapely.get_num_coordinates(plain.geometry.values).sum()
+    )
     # No overlaps (union == sum) and no gaps (== the area of the valid pixels), in CRS units.
     pixel = abs(dict(utm=UTM, geographic=GEOGRAPHIC)[crs_name][1].determinant)
     total = (data != 255).sum() * pixel
@@ -226,12 +234,17 @@ def test_simplification_keeps_shared_borders(tmp_path, blobs, crs_name, block_si
 
 def test_simplification_with_a_class_filter_keeps_the_full_coverage_borders(tmp_path, blobs):
     path = blobs[1]["utm"]
-    everything = read_layer(vectorize_raster(path, tmp_path / "a.gpkg", block_size=64,
-                                             simplify_m=25.0))
-    water = read_layer(vectorize_raster(path, tmp_path / "b.gpkg", block_size=64,
-                                        simplify_m=25.0, classes=["water"]))
-    expected = [(g, c) for g, c in zip(everything.geometry, everything.class_id, strict=True)
-                if c == 2]
+    everything = read_layer(
+        vectorize_raster(path, tmp_path / "a.gpkg", block_size=64, simplify_m=25.0)
+    )
+    water = read_layer(
+        vectorize_raster(
+            path, tmp_path / "b.gpkg", block_size=64, simplify_m=25.0, classes=["water"]
+        )
+    )
+    expected = [
+        (g, c) for g, c in zip(everything.geometry, everything.class_id, strict=True) if c == 2
+    ]
     assert canonical(zip(water.geometry, water.class_id, strict=True)) == canonical(expected)
 
 

@@ -53,6 +53,7 @@ __all__ = [
 
 LossSpec = str | Mapping[str, float] | Sequence[Mapping[str, Any]]
 
+
 def _check_option(key: str, value: Any) -> None:
     """Raise ConfigError unless ``value`` is a number >= 0 (``class_weights``: a list of them)."""
     numbers: list[Any] = [value]

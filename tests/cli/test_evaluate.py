@@ -19,12 +19,28 @@ from geounet.cli.evaluate import evaluate
 # The pixel test of tests/test_evaluate.py (hand-counted confusion matrix there); 255 = ignore.
 X0, Y0, X = 500000.0, 5800000.0, 255
 GRID = Affine(10, 0, X0, 0, -10, Y0)
-REF = np.array([[0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 1, 1, 1, 1],
-                [2, 2, 2, 2, 1, 1, 1, 1], [2, 2, 2, 2, 3, 3, X, X], [X, X, 2, 2, 3, 3, X, X]],
-               dtype=np.uint8)
-PRED = np.array([[0, 0, 0, 1, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1, 1, 1], [0, 0, 0, 0, 1, 1, 0, 0],
-                 [2, 2, 0, 0, 1, 1, 1, 1], [2, 2, 2, 2, 3, 1, 1, 1], [2, 2, X, X, 3, 3, 3, 3]],
-                dtype=np.uint8)
+REF = np.array(
+    [
+        [0, 0, 0, 0, 1, 1, 1, 1],
+        [0, 0, 0, 0, 1, 1, 1, 1],
+        [0, 0, 0, 0, 1, 1, 1, 1],
+        [2, 2, 2, 2, 1, 1, 1, 1],
+        [2, 2, 2, 2, 3, 3, X, X],
+        [X, X, 2, 2, 3, 3, X, X],
+    ],
+    dtype=np.uint8,
+)
+PRED = np.array(
+    [
+        [0, 0, 0, 1, 1, 1, 1, 1],
+        [0, 0, 0, 1, 1, 1, 1, 1],
+        [0, 0, 0, 0, 1, 1, 0, 0],
+        [2, 2, 0, 0, 1, 1, 1, 1],
+        [2, 2, 2, 2, 3, 1, 1, 1],
+        [2, 2, X, X, 3, 3, 3, 3],
+    ],
+    dtype=np.uint8,
+)
 
 
 def cell_box(row0, col0, row1, col1):
@@ -32,8 +48,16 @@ def cell_box(row0, col0, row1, col1):
 
 
 def write_classes(path, data):
-    profile = dict(driver="GTiff", width=data.shape[1], height=data.shape[0], count=1,
-                   dtype="uint8", crs="EPSG:32633", transform=GRID, nodata=255)
+    profile = dict(
+        driver="GTiff",
+        width=data.shape[1],
+        height=data.shape[0],
+        count=1,
+        dtype="uint8",
+        crs="EPSG:32633",
+        transform=GRID,
+        nodata=255,
+    )
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data, 1)
         dst.update_tags(**{SCHEME_TAG: json.dumps(ClassScheme.default().to_dict())})
@@ -43,15 +67,24 @@ def write_classes(path, data):
 def test_help_lists_every_option_with_default():
     result = CliRunner().invoke(evaluate, ["--help"], terminal_width=200)
     assert result.exit_code == 0
-    for flag in ["--reference", "--class-map", "--class-column", "--object-classes",
-                 "--iou-threshold", "--min-area-m2", "--out"]:
+    for flag in [
+        "--reference",
+        "--class-map",
+        "--class-column",
+        "--object-classes",
+        "--iou-threshold",
+        "--min-area-m2",
+        "--out",
+    ]:
         assert flag in result.output
     assert "[default: 0.5;" in result.output and "[default: building,field" in result.output
 
 
 def test_command_module_is_light():
-    code = ("import sys; import geounet.cli.evaluate; "
-            "assert not {'torch', 'geopandas', 'geounet.evaluate'} & set(sys.modules)")
+    code = (
+        "import sys; import geounet.cli.evaluate; "
+        "assert not {'torch', 'geopandas', 'geounet.evaluate'} & set(sys.modules)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -67,21 +100,38 @@ def test_evaluate_prints_the_table_and_writes_json(tmp_path):
     assert "overall accuracy 0.825 over 40 pixels (8 excluded)" in result.output
     assert "building" in result.output and "objects (IoU >= 0.5)" in result.output
     metrics = json.loads(out.read_text())
-    assert metrics["confusion_matrix"]["matrix"] == [[10, 2, 0, 0], [2, 14, 0, 0], [2, 0, 6, 0],
-                                                     [0, 1, 0, 3]]
+    assert metrics["confusion_matrix"]["matrix"] == [
+        [10, 2, 0, 0],
+        [2, 14, 0, 0],
+        [2, 0, 6, 0],
+        [0, 1, 0, 3],
+    ]
     assert set(metrics["objects"]["classes"]) == {"field", "building"}
 
 
 def test_vector_reference_with_class_map_and_column(tmp_path):
     pred = write_classes(tmp_path / "classes.tif", PRED)
     ref = tmp_path / "ref.gpkg"
-    gpd.GeoDataFrame({"lu": ["farmland", "residential"]},
-                     geometry=[cell_box(0, 4, 4, 8), cell_box(4, 4, 6, 6)],
-                     crs="EPSG:32633").to_file(ref)
+    gpd.GeoDataFrame(
+        {"lu": ["farmland", "residential"]},
+        geometry=[cell_box(0, 4, 4, 8), cell_box(4, 4, 6, 6)],
+        crs="EPSG:32633",
+    ).to_file(ref)
     cmap = tmp_path / "map.yaml"
     cmap.write_text("mapping:\n  field: [farmland]\n  building: [residential]\n")
-    args = [pred, "--reference", str(ref), "--class-map", str(cmap), "--class-column", "lu",
-            "--object-classes", "none", "--out", str(tmp_path / "m.json")]
+    args = [
+        pred,
+        "--reference",
+        str(ref),
+        "--class-map",
+        str(cmap),
+        "--class-column",
+        "lu",
+        "--object-classes",
+        "none",
+        "--out",
+        str(tmp_path / "m.json"),
+    ]
     result = CliRunner().invoke(evaluate, args)
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "m.json").read_text())
