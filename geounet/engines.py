@@ -19,7 +19,6 @@ The engine is chosen by the model file's suffix (``.onnx`` -> ``onnx``) or by na
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
+from geounet._metadata import read_metadata_document
 from geounet.errors import ConfigError, InputFileError, ModelFileError
 
 if TYPE_CHECKING:
@@ -265,19 +265,11 @@ def _onnx_session(path: Path, providers: list[str]) -> Any:
 
 
 def _geounet_metadata(path: Path, session: Any) -> dict[str, Any]:
-    props = session.get_modelmeta().custom_metadata_map
-    if ONNX_METADATA_KEY not in props:
-        raise ModelFileError(
-            f"{path} has no geounet metadata (no {ONNX_METADATA_KEY!r} in metadata_props), so its "
-            "bands, normalisation and classes are unknown; export it with `geounet export`."
-        )
-    try:
-        data = json.loads(props[ONNX_METADATA_KEY])
-    except json.JSONDecodeError as exc:
-        raise ModelFileError(f"{path}: the geounet metadata is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ModelFileError(f"{path}: the geounet metadata must be a JSON object.")
-    return data
+    return read_metadata_document(
+        session.get_modelmeta().custom_metadata_map, ONNX_METADATA_KEY, path,
+        f"{path} has no geounet metadata (no {ONNX_METADATA_KEY!r} in metadata_props), so its "
+        "bands, normalisation and classes are unknown; export it with `geounet export`.",
+    )  # fmt: skip
 
 
 def _onnx_providers(device: str) -> list[str]:

@@ -47,6 +47,7 @@ from torch import nn
 from geounet import __version__
 from geounet._bands import check_scene_bands as check_scene_bands  # moved; re-exported
 from geounet._files import staged_file, write_errors
+from geounet._metadata import read_metadata_document
 from geounet._nodata import nodata_rule_from_json
 from geounet.classes import ClassScheme
 from geounet.data import Normalization
@@ -355,17 +356,11 @@ def read_model_metadata(path: str | Path) -> ModelMetadata:
     """
     p = Path(path)
     meta = _read_header(p).get("__metadata__") or {}
-    if METADATA_KEY not in meta:
-        raise ModelFileError(
-            f"{p} is a safetensors file without geounet metadata (no {METADATA_KEY!r} key in "
-            "__metadata__); write model files with geounet.modelfile.save_model_file."
-        )
-    try:
-        data = json.loads(meta[METADATA_KEY])
-    except json.JSONDecodeError as exc:
-        raise ModelFileError(f"{p}: the geounet metadata is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ModelFileError(f"{p}: the geounet metadata must be a JSON object.")
+    data = read_metadata_document(
+        meta, METADATA_KEY, p,
+        f"{p} is a safetensors file without geounet metadata (no {METADATA_KEY!r} key in "
+        "__metadata__); write model files with geounet.modelfile.save_model_file.",
+    )  # fmt: skip
     try:
         return ModelMetadata.from_dict(data)
     except ModelFileError as exc:
