@@ -12,15 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
+from affine import Affine
 from rasterio.crs import CRS
 
 from geounet._files import staged_file, write_errors
-from geounet._gdal_errors import gdal_write_errors
 from geounet._qml import categorized_fill_qml, write_gpkg_style
 from geounet.classes import SCHEME_TAG, ClassScheme
 from geounet.errors import ConfigError, InputFileError
-from geounet.raster import check_raster
+from geounet.raster import check_raster, read_band, write_chip
 
 SPLITS = ("train", "val", "test")
 BUFFER_SPLIT = "buffer"
@@ -147,20 +146,15 @@ def write_split_labels(
     if "scene" in index and len(entries) > 1:  # folders before the column held one scene
         chosen &= index["scene"] == entry["name"]
     for rec in index[chosen].itertuples():
-        with rasterio.open(chips / rec.label) as src:
-            data = src.read(1)
+        data = read_band(chips / rec.label)
         rows = slice(rec.row_off, rec.row_off + rec.height)
         cols = slice(rec.col_off, rec.col_off + rec.width)
         mask[rows, cols] = np.where(data != ignore, data, mask[rows, cols])
     out = Path(out_path)
-    profile = {
-        "driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": "uint8",
-        "crs": CRS.from_wkt(grid["crs"]), "transform": rasterio.Affine(*grid["transform"]),
-        "nodata": int(ignore), "compress": "deflate", "tiled": True,
-    }  # fmt: skip
-    with staged_file(out) as tmp, gdal_write_errors(out, needed_bytes=mask.nbytes):
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(mask, 1)
-            dst.update_tags(**{SCHEME_TAG: json.dumps(scheme.to_dict())})
+    with staged_file(out) as tmp:
+        write_chip(
+            tmp, mask[None], crs=CRS.from_wkt(grid["crs"]), transform=Affine(*grid["transform"]),
+            nodata=int(ignore), compress="deflate", tags={SCHEME_TAG: json.dumps(scheme.to_dict())},
+        )  # fmt: skip
         check_raster(tmp)
     return out

@@ -31,7 +31,14 @@ from rasterio.windows import Window
 from geounet._files import staged_file
 from geounet.classes import SCHEME_TAG, ClassScheme
 from geounet.errors import ConfigError, LabelError
-from geounet.raster import GDAL_ENV, NodataOverride, open_block_writer, open_scene
+from geounet.raster import (
+    GDAL_ENV,
+    NodataOverride,
+    open_block_writer,
+    open_scene,
+    read_band,
+    read_raster_valid,
+)
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +175,8 @@ def labelled_pixels(
     xs, ys = [], []
     with rasterio.Env(**GDAL_ENV):
         for rec in _chip_records(root, split, chip_ids).itertuples():
-            with rasterio.open(root / rec.image) as img, rasterio.open(root / rec.label) as lab:
-                image, label = img.read(), lab.read(1)
+            image, _, _, _ = read_raster_valid(root / rec.image)
+            label = read_band(root / rec.label)
             keep = label != scheme.ignore_index
             xs.append(image[:, keep].T)
             ys.append(label[keep])

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import rasterio
 import torch
 from affine import Affine
 from torch.utils.data import Dataset
@@ -36,7 +35,7 @@ from torch.utils.data import Dataset
 from geounet._nodata import nodata_rule_from_json
 from geounet.classes import ClassScheme
 from geounet.errors import BandMismatchError, ConfigError, InputFileError
-from geounet.raster import read_raster_valid
+from geounet.raster import read_band, read_raster_valid
 
 if TYPE_CHECKING:
     from geounet.radiometry import InputRecipe, SpectralJitter
@@ -284,8 +283,7 @@ class ChipDataset(Dataset[Sample]):
         """
         chip_id, image_rel, label_rel = self.records[index]
         data, valid, crs, transform = read_chip(self.root / image_rel)
-        with rasterio.open(self.root / label_rel) as src:
-            mask = src.read(1).astype(np.int64)
+        mask = read_band(self.root / label_rel).astype(np.int64)
         mask[~valid] = self.info.classes.ignore_index
         sample: Sample = {
             "image": torch.from_numpy(self._prepare(data, valid)),

@@ -23,7 +23,7 @@ import os
 import queue
 import shutil
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,14 +34,21 @@ import rasterio
 
 from geounet._bands import check_scene_bands
 from geounet._files import staged_file, staged_output, write_errors, write_text_atomic
-from geounet._nodata import nodata_rule_from_json
+from geounet._model_spec import ModelSpec
 from geounet._qml import category_names_aux_xml, paletted_raster_qml
 from geounet._resolution import check_scene_resolution
 from geounet.classes import SCHEME_TAG, ClassScheme
 from geounet.engines import ENGINES, Engine, EngineName, open_engine
 from geounet.errors import ConfigError
 from geounet.grid import Chip, ChipGrid
-from geounet.raster import GDAL_ENV, SceneInfo, open_block_writer, open_scene, write_cog
+from geounet.raster import (
+    GDAL_ENV,
+    SceneInfo,
+    open_block_writer,
+    open_raster,
+    open_scene,
+    write_cog,
+)
 from geounet.stitching import BlendMerger, MergedStrip, to_uint8_probabilities
 
 log = logging.getLogger(__name__)
@@ -109,63 +116,6 @@ class PredictOptions:
             raise ConfigError(f"readers must be >= 1 or None (automatic), got {self.readers}.")
         if self.engine not in ENGINES:
             raise ConfigError(f"engine must be one of {list(ENGINES)}, got {self.engine!r}.")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What prediction needs to know about a model: bands, normalisation, classes, pixel size.
-
-    ``res`` and ``crs`` (the training pixel size and CRS) are ``None`` when unknown; the
-    resolution check is then skipped. ``recipe`` is the model file's input recipe
-    (:class:`geounet.radiometry.InputRecipe`; ``None``: plain ``(DN - mean) / std``) and
-    ``scene_offset`` the DN offset of the scene being predicted.
-    """
-
-    bands: tuple[str, ...]
-    mean: np.ndarray
-    std: np.ndarray
-    scheme: ClassScheme
-    chip_size: int = 256
-    nodata: float | tuple[float | None, ...] | None = None
-    res: tuple[float, float] | None = None
-    crs: str | None = None
-    recipe: Any = None
-    scene_offset: float | None = None
-
-    @classmethod
-    def from_metadata(cls, metadata: Any) -> ModelSpec:
-        """From a model file's metadata (an object with ``to_dict()`` or its dict form)."""
-        data: Mapping[str, Any] = metadata.to_dict() if hasattr(metadata, "to_dict") else metadata
-        try:
-            norm = data["normalization"]
-            return cls(
-                bands=tuple(data["bands"]),
-                mean=np.asarray(norm["mean"], dtype=np.float32),
-                # A constant band (std 0) is divided by 1, as in training (data.Normalization).
-                std=np.where(np.asarray(norm["std"]) == 0, 1.0, norm["std"]).astype(np.float32),
-                scheme=ClassScheme.from_dict(data["classes"]),
-                chip_size=int(data.get("chip_size") or 256),
-                nodata=nodata_rule_from_json(data.get("nodata")),
-                res=tuple(data["res"]) if data.get("res") else None,  # type: ignore[arg-type]
-                crs=data.get("crs_hint"),
-                recipe=_recipe(data),
-            )
-        except KeyError as exc:
-            raise ConfigError(
-                f"model metadata lacks {exc}; it needs bands, normalization (mean, std) "
-                "and classes."
-            ) from exc
-
-
-def _recipe(data: Mapping[str, Any]) -> Any:
-    """The metadata's input recipe, or ``None`` for the plain normalisation of older files."""
-    if not data.get("input"):
-        return None
-    from geounet.data import Normalization  # noqa: PLC0415
-    from geounet.radiometry import InputRecipe  # noqa: PLC0415
-
-    norm = Normalization.from_dict(data["normalization"])
-    return InputRecipe.from_dict(data["input"], data["bands"], norm)
 
 
 @dataclass(frozen=True)
@@ -461,7 +411,7 @@ def write_preview(
     """A small RGBA PNG of a class raster (read from its overviews, nodata transparent)."""
     from PIL import Image
 
-    with rasterio.open(classes_path) as src:
+    with open_raster(classes_path) as src:
         scale = max(src.width, src.height) / max_side
         shape = (
             (max(1, round(src.height / scale)), max(1, round(src.width / scale)))

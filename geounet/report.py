@@ -41,7 +41,7 @@ import os
 import re
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ from rasterio.enums import Resampling
 from geounet import __version__
 from geounet._files import staged_output, write_errors
 from geounet._plots import new_figure, plot_confusion
+from geounet._report_parts import _fmt, _Image, _Section, _Table
 from geounet.classes import ClassScheme
 from geounet.display import DisplayBands, rgb_indexes
 from geounet.errors import GridMismatchError, InputFileError, OutputError
@@ -82,25 +83,6 @@ class ReportOptions:
 
     title: str | None = None
     display_bands: DisplayBands = None
-
-
-@dataclass(frozen=True)
-class _Table:
-    header: list[str]
-    rows: list[list[str]]
-    caption: str | None = None
-
-
-@dataclass(frozen=True)
-class _Image:
-    src: str
-    caption: str
-
-
-@dataclass(frozen=True)
-class _Section:
-    heading: str
-    blocks: list[str | _Table | list[_Image]] = field(default_factory=list)
 
 
 def write_report(
@@ -325,19 +307,6 @@ def _plot_legend(scheme: ClassScheme, path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------- sections
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    """A score (3 decimals), a count (thousands separators) or ``n/a``."""
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
 
 
 def _scene_section(info: SceneInfo, scheme: ClassScheme) -> _Section:
