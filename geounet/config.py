@@ -127,6 +127,11 @@ class TileConfig(_Model):
     ignore_buffer_m: float = Field(
         0.0, ge=0, description="ring of ignore around the polygons (background: unlabelled)"
     )
+    bands: str | list[str | int] | None = Field(
+        None,
+        description="bands to tile, in order: names or 1-based indexes (B02,B03,B04,B08 or "
+        "2,3,4,8); default: every band of the scene",
+    )
     display_bands: str | list[str | int] | None = Field(
         None,
         description="red, green, blue bands of true-colour maps: names, 1-based indexes or a "
@@ -273,6 +278,7 @@ class TileConfig(_Model):
                 classes_from_labels=self.classes_from_labels,
             ),
             display_bands=tuple(display) if isinstance(display, list) else display,
+            bands=tuple(self.bands) if isinstance(self.bands, list) else self.bands,
         )
         class_map = ClassMap.from_yaml(self.class_map) if self.class_map else None
         return {
@@ -551,6 +557,11 @@ class PredictSection(_Model):
     nodata: float | list[float | None] | None = Field(
         None, description="nodata override of the scene files (default: the model file's rule)"
     )
+    bands: str | list[str | int] | None = Field(
+        None,
+        description="bands of the scene to predict, in order: names or 1-based indexes "
+        "(default: the model's bands by name, else the scene's bands as they are)",
+    )
     allow_resolution_mismatch: bool = Field(
         False, description="predict a scene whose pixel size differs >1.5x from the model's"
     )
@@ -562,8 +573,9 @@ class PredictSection(_Model):
         """The :class:`geounet.inference.PredictOptions` of this section."""
         from geounet.inference import PredictOptions
 
-        options = self.model_dump(exclude={"scene", "nodata"})
-        return PredictOptions(**options, nodata=nodata_rule_from_json(self.nodata))
+        options = self.model_dump(exclude={"scene", "nodata", "bands"})
+        bands = tuple(self.bands) if isinstance(self.bands, list) else self.bands
+        return PredictOptions(**options, nodata=nodata_rule_from_json(self.nodata), bands=bands)
 
 
 class VectorizeSection(_Model):

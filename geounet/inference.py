@@ -32,7 +32,7 @@ from typing import Any, Literal
 import numpy as np
 import rasterio
 
-from geounet._bands import check_scene_bands
+from geounet._bands import match_scene_bands, parse_band_selection
 from geounet._files import staged_file, staged_output, write_errors, write_text_atomic
 from geounet._model_spec import ModelSpec
 from geounet._qml import category_names_aux_xml, paletted_raster_qml
@@ -47,6 +47,8 @@ from geounet.raster import (
     open_block_writer,
     open_raster,
     open_scene,
+    select_bands,
+    take_bands,
     write_cog,
 )
 from geounet.stitching import BlendMerger, MergedStrip, to_uint8_probabilities
@@ -89,6 +91,9 @@ class PredictOptions:
             (-1000 for a Sentinel-2 product of baseline >= 04.00); ``None``: from the scene's
             product metadata, else the training scene's convention. Ignored by recipe-less
             models.
+        bands: The scene's bands to predict, in order: names or 1-based indexes
+            (``"B02,B03,B04,B08"``, ``(2, 3, 4, 8)``); ``None``: the model's bands picked by
+            name when the scene has them all (in any order), else the scene's bands as they are.
     """
 
     chip_size: int | None = None
@@ -104,8 +109,10 @@ class PredictOptions:
     allow_resolution_mismatch: bool = False
     engine: EngineName = "auto"
     dn_offset: float | None = None
+    bands: str | tuple[str | int, ...] | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "bands", parse_band_selection(self.bands))
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}.")
         if self.chip_size is not None and self.chip_size < 8:
@@ -116,6 +123,21 @@ class PredictOptions:
             raise ConfigError(f"readers must be >= 1 or None (automatic), got {self.readers}.")
         if self.engine not in ENGINES:
             raise ConfigError(f"engine must be one of {list(ENGINES)}, got {self.engine!r}.")
+
+
+def scene_for_model(
+    info: SceneInfo, model_bands: tuple[str, ...], bands: str | tuple[str | int, ...] | None
+) -> SceneInfo:
+    """The scene's bands the model reads: the ``bands`` selection, then the model's by name.
+
+    Raises:
+        BandMismatchError: A selected band the scene lacks, or bands that differ from the
+            model's (see :func:`geounet._bands.match_scene_bands`); before any pixel is read.
+    """
+    if bands is not None:
+        info = select_bands(info, bands)
+    positions = match_scene_bands(model_bands, info.bands, info.name)
+    return info if positions is None else take_bands(info, positions)
 
 
 @dataclass(frozen=True)
@@ -187,7 +209,7 @@ def predict_scene(
     # The training scene's nodata rule, unless this scene is given its own.
     nodata = options.nodata if options.nodata is not None else spec.nodata
     info = scene if isinstance(scene, SceneInfo) else open_scene(scene, nodata=nodata)
-    check_scene_bands(spec.bands, info.bands, info.name)
+    info = scene_for_model(info, spec.bands, options.bands)
     check_scene_resolution(spec.res, spec.crs, info, allow=options.allow_resolution_mismatch)
     if spec.recipe is not None:
         from geounet.radiometry import resolve_offset  # noqa: PLC0415

@@ -371,7 +371,7 @@ def _predict(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[st
     for name, files in _predict_scenes(job):
         scene = [str(p) for p in files]
         result = predict_scene(
-            str(runs["train"].outputs["model"]), scene if len(scene) > 1 else scene[0],
+            str(runs["train"].outputs["model"]), scene,
             _sub(out / "predict", name), options=job.predict.predict_options(),
         )  # fmt: skip
         outputs[_key(name, "classes")] = result.classes

@@ -26,6 +26,7 @@ from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
+from geounet._bands import band_positions, parse_band_selection
 from geounet._files import staged_file
 from geounet._gdal_errors import gdal_write_errors, reading_errors
 from geounet._nodata import (
@@ -270,9 +271,9 @@ class SceneInfo:
             if len(self.paths) > 1:
                 # A stacked VRT reads far faster band by band: a multi-band read of sources of
                 # different resolutions took 5 s per 256 px chip instead of 0.2 s (GDAL 3.10).
-                for b in range(self.count):
-                    dest[b] = ds.read(b + 1, window=inner)
-            elif len(self.indexes) != ds.count:  # an alpha band left out
+                for b, index in enumerate(self.indexes):
+                    dest[b] = ds.read(index, window=inner)
+            elif self.indexes != tuple(range(1, ds.count + 1)):  # an alpha band, a selection
                 dest[...] = ds.read(list(self.indexes), window=inner)
             elif dest.shape == out.shape:
                 ds.read(window=inner, out=out)  # straight into the result: no temporary + copy
@@ -364,7 +365,8 @@ def open_scene(
     COG mask, alpha band) is 0, and, for stacked files, outside the file's footprint.
 
     Args:
-        paths: One raster path, or several single-band raster paths.
+        paths: One raster path, or several single-band raster paths (a list of one path is
+            that raster: callers pass a scene's file list as it is).
         bands: Band names to use instead of the ones found (descriptions or file names).
         resampling: How coarser bands are brought to the finest grid.
         nodata: Override of the files' nodata: one value for every band, or one per band
@@ -395,6 +397,40 @@ def open_scene(
             )
         info = SceneInfo(**{**_fields(info), "bands": tuple(bands)})
     return info
+
+
+def select_bands(info: SceneInfo, bands: str | Sequence[str | int]) -> SceneInfo:
+    """The scene reduced to ``bands`` (names or 1-based indexes), in that order.
+
+    Nothing is read: the result reads only the selected bands of the same files.
+
+    Args:
+        info: An opened scene.
+        bands: ``"B02,B03,B04,B08"``, ``"2,3,4,8"`` or a sequence of names / indexes.
+
+    Raises:
+        BandMismatchError: A band the scene lacks; the message names the scene's files, the
+            missing bands and the available ones (before any pixel is read).
+    """
+    selection = parse_band_selection(bands) or ()
+    positions = band_positions(info.bands, selection, ", ".join(info.paths))
+    return take_bands(info, positions)
+
+
+def take_bands(info: SceneInfo, positions: Sequence[int]) -> SceneInfo:
+    """The scene with the bands at 0-based ``positions`` only, in that order."""
+    if list(positions) == list(range(info.count)):
+        return info
+    pick = list(positions)
+    return SceneInfo(
+        **{
+            **_fields(info),
+            "bands": tuple(info.bands[i] for i in pick),
+            "nodatavals": tuple(info.nodatavals[i] for i in pick),
+            "masks": tuple(info.masks[i] for i in pick),
+            "indexes": tuple(info.indexes[i] for i in pick),
+        }
+    )
 
 
 def _fields(info: SceneInfo) -> dict[str, Any]:
