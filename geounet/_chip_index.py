@@ -17,6 +17,7 @@ from rasterio.crs import CRS
 
 from geounet._files import staged_file, write_errors
 from geounet._qml import categorized_fill_qml, write_gpkg_style
+from geounet.chips import INDEX_FILE, ChipsFolder
 from geounet.classes import SCHEME_TAG, ClassScheme
 from geounet.errors import ConfigError, InputFileError
 from geounet.raster import check_raster, read_band, write_chip
@@ -67,20 +68,7 @@ def read_index(chips_dir: str | Path) -> Any:
     """Read a chips folder's ``index.gpkg`` as a GeoDataFrame (layer ``chips``)."""
     import geopandas as gpd
 
-    return gpd.read_file(Path(chips_dir) / "index.gpkg", layer="chips")
-
-
-def _read_tiling(chips: Path) -> dict[str, Any]:
-    try:
-        meta = json.loads((chips / "tiling.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise InputFileError(
-            f"{chips / 'tiling.json'} is missing or unreadable ({exc}); is {chips} a chips "
-            "folder written by `geounet tile`?"
-        ) from exc
-    if not isinstance(meta, dict):
-        raise InputFileError(f"{chips / 'tiling.json'} must hold a JSON object.")
-    return meta
+    return gpd.read_file(Path(chips_dir) / INDEX_FILE, layer="chips")
 
 
 def scene_entries(chips_dir: str | Path) -> list[dict[str, Any]]:
@@ -91,11 +79,7 @@ def scene_entries(chips_dir: str | Path) -> list[dict[str, Any]]:
     Raises:
         InputFileError: The folder lacks a readable ``tiling.json``.
     """
-    meta = _read_tiling(Path(chips_dir))
-    if meta.get("scenes"):
-        return list(meta["scenes"])
-    scene = meta["scene"]
-    return [{"name": scene["name"], "scene": scene, "split": "blocks", "splits": meta["splits"]}]
+    return ChipsFolder.open(chips_dir).scenes()
 
 
 def write_split_labels(
@@ -125,11 +109,11 @@ def write_split_labels(
     """
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose one of {SPLITS}.")
-    chips = Path(chips_dir)
-    meta = _read_tiling(chips)
-    if not meta.get("labels"):
+    folder = ChipsFolder.open(chips_dir)
+    chips = folder.path
+    if not folder.tiling.get("labels"):
         raise InputFileError(f"chips folder {chips} has no labels; tile with --labels.")
-    entries = scene_entries(chips)
+    entries = folder.scenes()
     names = [e["name"] for e in entries]
     if scene is None and len(entries) > 1:
         raise ConfigError(f"chips folder {chips} holds the scenes {names}; say which one.")
@@ -137,7 +121,7 @@ def write_split_labels(
         raise ConfigError(f"chips folder {chips} has no scene {scene!r}; its scenes are {names}.")
     entry = entries[0] if scene is None else entries[names.index(scene)]
     grid = entry["scene"]
-    scheme = ClassScheme.from_dict(json.loads((chips / "classes.json").read_text()))
+    scheme = folder.classes
     height, width = grid["shape"]
     ignore = np.uint8(scheme.ignore_index)
     mask = np.full((height, width), ignore, dtype=np.uint8)

@@ -8,9 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from geounet._nodata import nodata_rule_from_json
+from geounet._model_metadata import ModelMetadata
 from geounet.classes import ClassScheme
-from geounet.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -35,36 +34,27 @@ class ModelSpec:
     scene_offset: float | None = None
 
     @classmethod
-    def from_metadata(cls, metadata: Any) -> ModelSpec:
-        """From a model file's metadata (an object with ``to_dict()`` or its dict form)."""
-        data: Mapping[str, Any] = metadata.to_dict() if hasattr(metadata, "to_dict") else metadata
-        try:
-            norm = data["normalization"]
-            return cls(
-                bands=tuple(data["bands"]),
-                mean=np.asarray(norm["mean"], dtype=np.float32),
-                # A constant band (std 0) is divided by 1, as in training (data.Normalization).
-                std=np.where(np.asarray(norm["std"]) == 0, 1.0, norm["std"]).astype(np.float32),
-                scheme=ClassScheme.from_dict(data["classes"]),
-                chip_size=int(data.get("chip_size") or 256),
-                nodata=nodata_rule_from_json(data.get("nodata")),
-                res=tuple(data["res"]) if data.get("res") else None,  # type: ignore[arg-type]
-                crs=data.get("crs_hint"),
-                recipe=_recipe(data),
-            )
-        except KeyError as exc:
-            raise ConfigError(
-                f"model metadata lacks {exc}; it needs bands, normalization (mean, std) "
-                "and classes."
-            ) from exc
+    def from_metadata(cls, metadata: ModelMetadata | Mapping[str, Any]) -> ModelSpec:
+        """From a model file's metadata, typed; a document (an ONNX graph's) is parsed first.
 
+        A document is read into :class:`~geounet._model_metadata.ModelMetadata`, so there is
+        one parser and one std = 0 rule (:attr:`Normalization.divisor`).
 
-def _recipe(data: Mapping[str, Any]) -> Any:
-    """The metadata's input recipe, or ``None`` for the plain normalisation of older files."""
-    if not data.get("input"):
-        return None
-    from geounet.data import Normalization  # noqa: PLC0415
-    from geounet.radiometry import InputRecipe  # noqa: PLC0415
-
-    norm = Normalization.from_dict(data["normalization"])
-    return InputRecipe.from_dict(data["input"], data["bands"], norm)
+        Raises:
+            ModelFileError: A document that is not a model's metadata.
+        """
+        meta = (
+            metadata if isinstance(metadata, ModelMetadata) else ModelMetadata.from_dict(metadata)
+        )
+        norm = meta.normalization
+        return cls(
+            bands=tuple(meta.bands),
+            mean=np.asarray(norm.mean, dtype=np.float32),
+            std=norm.divisor,  # a constant band (std 0) is divided by 1, as in training
+            scheme=meta.classes,
+            chip_size=int(meta.chip_size or 256),
+            nodata=meta.nodata,
+            res=tuple(meta.res) if meta.res else None,  # type: ignore[arg-type]
+            crs=meta.crs_hint,
+            recipe=meta.input_recipe() if meta.recipe else None,
+        )

@@ -46,7 +46,8 @@ import numpy as np
 
 from geounet._files import write_errors, write_text_atomic
 from geounet.baseline import ForestOptions
-from geounet.errors import ConfigError, InputFileError, LabelError, OutputError
+from geounet.chips import CLASSES_FILE, STATS_FILE, TILING_FILE, ChipsFolder
+from geounet.errors import ConfigError, LabelError, OutputError
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ __all__ = [
 FOLD_BUFFER = 0
 """Fold number of chips left out of every fold because they overlap a chip of another fold."""
 
-_COPIED = ("stats.json", "classes.json", "tiling.json")
+_COPIED = (STATS_FILE, CLASSES_FILE, TILING_FILE)
 
 
 @dataclass(frozen=True)
@@ -275,15 +276,7 @@ def _check_out(out: Path, overwrite: bool) -> None:
 
 def _block_px(chips_dir: Path) -> int:
     """Spatial block side in pixels from ``tiling.json``: split block chips x stride."""
-    try:
-        options = json.loads((chips_dir / "tiling.json").read_text())["options"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputFileError(
-            f"{chips_dir / 'tiling.json'} is missing or unreadable ({exc}); is {chips_dir} a "
-            "chips folder written by `geounet tile`?"
-        ) from exc
-    stride = options.get("stride") or options["chip_size"]
-    return int(options.get("split_block_chips", 1)) * int(stride)
+    return ChipsFolder.open(chips_dir).block_px()
 
 
 def _score_fold(

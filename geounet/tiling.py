@@ -23,7 +23,6 @@ temporary name and renamed at the end, so a failed run never leaves a half-writt
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -57,6 +56,7 @@ from geounet._scene_set import (
     scene_entry,
 )
 from geounet._stats import BandStatsAccumulator
+from geounet.chips import INDEX_FILE, ChipsFolder
 from geounet.classes import ClassMap, ClassScheme, no_negatives_message
 from geounet.display import rgb_indexes
 from geounet.errors import (
@@ -504,9 +504,8 @@ def _write_chips(
     stats = accumulators[0]
     for acc in accumulators[1:]:
         stats.merge(acc)
-    (tmp / "stats.json").write_text(json.dumps(stats.result(list(first.bands)), indent=2) + "\n")
-    scheme.write_json(tmp / "classes.json")
-    write_index(tmp / "index.gpkg", records, {p.name: p.scene.crs for p in prepared})
+    folder = ChipsFolder(tmp)
+    write_index(folder.file(INDEX_FILE), records, {p.name: p.scene.crs for p in prepared})
     split_counts = count_splits(records)
     skipped = grid_total - len(records)
     labels = [p.labels for p in prepared]
@@ -534,7 +533,7 @@ def _write_chips(
     }
     if labels[0] is not None:
         meta["class_pixels"] = _class_pixels(records, scheme)
-    (tmp / "tiling.json").write_text(json.dumps(meta, indent=2) + "\n")
+    folder.write_documents(stats=stats.result(list(first.bands)), classes=scheme, tiling=meta)
     return grid_total, len(records), skipped, split_counts
 
 
