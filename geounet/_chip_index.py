@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from affine import Affine
 from rasterio.crs import CRS
 
 from geounet._files import staged_file, write_errors
@@ -20,6 +19,7 @@ from geounet._qml import categorized_fill_qml, write_gpkg_style
 from geounet.chips import INDEX_FILE, ChipsFolder
 from geounet.classes import SCHEME_TAG, ClassScheme
 from geounet.errors import ConfigError, InputFileError
+from geounet.grid import Grid
 from geounet.raster import check_raster, read_band, write_chip
 
 SPLITS = ("train", "val", "test")
@@ -120,9 +120,9 @@ def write_split_labels(
     if scene is not None and scene not in names:
         raise ConfigError(f"chips folder {chips} has no scene {scene!r}; its scenes are {names}.")
     entry = entries[0] if scene is None else entries[names.index(scene)]
-    grid = entry["scene"]
+    grid = Grid.from_dict(entry["scene"])
     scheme = folder.classes
-    height, width = grid["shape"]
+    height, width = grid.shape
     ignore = np.uint8(scheme.ignore_index)
     mask = np.full((height, width), ignore, dtype=np.uint8)
     index = read_index(chips)
@@ -137,7 +137,7 @@ def write_split_labels(
     out = Path(out_path)
     with staged_file(out) as tmp:
         write_chip(
-            tmp, mask[None], crs=CRS.from_wkt(grid["crs"]), transform=Affine(*grid["transform"]),
+            tmp, mask[None], crs=grid.crs, transform=grid.transform,
             nodata=int(ignore), compress="deflate", tags={SCHEME_TAG: json.dumps(scheme.to_dict())},
         )  # fmt: skip
         check_raster(tmp)

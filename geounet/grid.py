@@ -66,6 +66,20 @@ class Grid:
         h, w = thing.shape  # type: ignore[attr-defined]
         return cls((int(h), int(w)), thing.transform, thing.crs)  # type: ignore[attr-defined]
 
+    @classmethod
+    def from_dict(cls, record: dict[str, object]) -> Grid:
+        """The grid of a JSON scene record (``shape``, ``transform`` list, ``crs`` as WKT).
+
+        This is how ``tiling.json`` and :meth:`geounet.raster.SceneInfo.to_dict` store it.
+        """
+        height, width = record["shape"]  # type: ignore[misc]
+        crs = record.get("crs")
+        return cls(
+            (int(height), int(width)),
+            Affine(*record["transform"]),  # type: ignore[misc]
+            CRS.from_user_input(crs) if crs else None,
+        )
+
     @property
     def height(self) -> int:
         """Rows."""

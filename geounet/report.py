@@ -56,6 +56,7 @@ from geounet._report_parts import _fmt, _Image, _Section, _Table
 from geounet.classes import ClassScheme
 from geounet.display import DisplayBands, rgb_indexes
 from geounet.errors import GridMismatchError, InputFileError, OutputError
+from geounet.grid import Grid
 from geounet.raster import GDAL_ENV, SceneInfo, _open, open_scene
 from geounet.vectorize import read_class_scheme
 
@@ -170,13 +171,12 @@ def _scene_paths(scene: Any) -> str | Path | list[str | Path]:
 def _check_classes(path: Path, info: SceneInfo) -> ClassScheme:
     """The class raster's scheme, after checking it lies on the scene's grid."""
     with _open(path) as src:
-        grid = (src.crs, src.transform, src.shape)
+        grid = Grid.of(src)
         scheme = read_class_scheme(src.tags(), str(path))
-    if grid != (info.crs, info.transform, info.shape):
+    if not grid.matches(info.grid):
         raise GridMismatchError(
-            f"class raster {path} ({grid[0]}, {grid[2]}, {tuple(grid[1])[:6]}) is not on the "
-            f"grid of scene {info.name} ({info.crs}, {info.shape}, {tuple(info.transform)[:6]});"
-            " give the classes.tif predicted from this scene."
+            f"class raster {path} ({grid.describe()}) is not on the grid of scene {info.name} "
+            f"({info.grid.describe()}); give the classes.tif predicted from this scene."
         )
     return scheme
 
