@@ -16,7 +16,7 @@ from rasterio.crs import CRS
 
 from geounet._files import staged_file, write_errors
 from geounet._qml import categorized_fill_qml, write_gpkg_style
-from geounet.chips import INDEX_FILE, ChipsFolder
+from geounet.chips import ChipsFolder
 from geounet.classes import SCHEME_TAG, ClassScheme
 from geounet.errors import ConfigError, InputFileError
 from geounet.grid import Grid
@@ -66,9 +66,7 @@ def write_index(path: Path, records: list[dict[str, Any]], scene_crs: Mapping[st
 
 def read_index(chips_dir: str | Path) -> Any:
     """Read a chips folder's ``index.gpkg`` as a GeoDataFrame (layer ``chips``)."""
-    import geopandas as gpd
-
-    return gpd.read_file(Path(chips_dir) / INDEX_FILE, layer="chips")
+    return ChipsFolder(Path(chips_dir)).index()
 
 
 def scene_entries(chips_dir: str | Path) -> list[dict[str, Any]]:

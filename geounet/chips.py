@@ -114,6 +114,12 @@ class ChipsFolder:
         """The files of the first (or only) scene (for its product metadata)."""
         return list(self.scene.get("paths") or [])
 
+    def index(self) -> Any:
+        """``index.gpkg`` (layer ``chips``) as a GeoDataFrame: one row per chip."""
+        import geopandas as gpd  # only where the index is read: predict never needs it
+
+        return gpd.read_file(self.path / INDEX_FILE, layer="chips")
+
     def scenes(self) -> list[dict[str, Any]]:
         """The scenes of the folder: ``name``, ``scene`` (its grid), ``split`` and ``splits``.
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from geounet._colours import parse_colour as _parse_colour
-from geounet._documents import read_yaml
+from geounet._documents import TextLoader, read_yaml
 from geounet.errors import ConfigError
 
 IGNORE_INDEX = 255
@@ -199,8 +199,6 @@ class ClassMap:
         Every value is read as text, so ``yes``/``no``/``on``/``off`` stay strings (YAML 1.1
         would make them booleans) and ``010`` stays ``010``.
         """
-        from geounet._documents import TextLoader
-
         data = read_yaml(path, what="class map", loader=TextLoader)
         return cls.from_dict(data, source=str(path))
 

@@ -181,10 +181,8 @@ class ChipDataset(Dataset[Sample]):
 
 def _split_records(root: Path, split: str) -> list[tuple[str, str, str]]:
     """``(chip_id, image, label)`` of the split's chips that hold a labelled pixel."""
-    from geounet.tiling import read_index
-
     try:
-        index = read_index(root)
+        index = ChipsFolder(Path(root)).index()
     except Exception as exc:  # pyogrio/fiona raise their own types for a missing layer
         raise InputFileError(f"cannot read the chip index {root / 'index.gpkg'}: {exc}") from exc
     if "label" not in index.columns:

@@ -450,9 +450,7 @@ def _resolve_class_weights(info: ChipsInfo, loss_options: Mapping[str, Any]) -> 
     out = dict(loss_options)
     if out.get("class_weights") != "auto":
         return out
-    from geounet.tiling import read_index
-
-    index = read_index(info.path)
+    index = ChipsFolder(Path(info.path)).index()
     train = index[index["split"] == "train"]
     names = info.classes.names
     counts = np.asarray(
