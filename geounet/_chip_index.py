@@ -12,15 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
 from rasterio.crs import CRS
 
 from geounet._files import staged_file, write_errors
-from geounet._gdal_errors import gdal_write_errors
 from geounet._qml import categorized_fill_qml, write_gpkg_style
+from geounet.chips import ChipsFolder
 from geounet.classes import SCHEME_TAG, ClassScheme
 from geounet.errors import ConfigError, InputFileError
-from geounet.raster import check_raster
+from geounet.grid import Grid
+from geounet.raster import check_raster, read_band, write_chip
 
 SPLITS = ("train", "val", "test")
 BUFFER_SPLIT = "buffer"
@@ -66,22 +66,7 @@ def write_index(path: Path, records: list[dict[str, Any]], scene_crs: Mapping[st
 
 def read_index(chips_dir: str | Path) -> Any:
     """Read a chips folder's ``index.gpkg`` as a GeoDataFrame (layer ``chips``)."""
-    import geopandas as gpd
-
-    return gpd.read_file(Path(chips_dir) / "index.gpkg", layer="chips")
-
-
-def _read_tiling(chips: Path) -> dict[str, Any]:
-    try:
-        meta = json.loads((chips / "tiling.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise InputFileError(
-            f"{chips / 'tiling.json'} is missing or unreadable ({exc}); is {chips} a chips "
-            "folder written by `geounet tile`?"
-        ) from exc
-    if not isinstance(meta, dict):
-        raise InputFileError(f"{chips / 'tiling.json'} must hold a JSON object.")
-    return meta
+    return ChipsFolder(Path(chips_dir)).index()
 
 
 def scene_entries(chips_dir: str | Path) -> list[dict[str, Any]]:
@@ -92,11 +77,7 @@ def scene_entries(chips_dir: str | Path) -> list[dict[str, Any]]:
     Raises:
         InputFileError: The folder lacks a readable ``tiling.json``.
     """
-    meta = _read_tiling(Path(chips_dir))
-    if meta.get("scenes"):
-        return list(meta["scenes"])
-    scene = meta["scene"]
-    return [{"name": scene["name"], "scene": scene, "split": "blocks", "splits": meta["splits"]}]
+    return ChipsFolder.open(chips_dir).scenes()
 
 
 def write_split_labels(
@@ -126,20 +107,20 @@ def write_split_labels(
     """
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose one of {SPLITS}.")
-    chips = Path(chips_dir)
-    meta = _read_tiling(chips)
-    if not meta.get("labels"):
+    folder = ChipsFolder.open(chips_dir)
+    chips = folder.path
+    if not folder.tiling.get("labels"):
         raise InputFileError(f"chips folder {chips} has no labels; tile with --labels.")
-    entries = scene_entries(chips)
+    entries = folder.scenes()
     names = [e["name"] for e in entries]
     if scene is None and len(entries) > 1:
         raise ConfigError(f"chips folder {chips} holds the scenes {names}; say which one.")
     if scene is not None and scene not in names:
         raise ConfigError(f"chips folder {chips} has no scene {scene!r}; its scenes are {names}.")
     entry = entries[0] if scene is None else entries[names.index(scene)]
-    grid = entry["scene"]
-    scheme = ClassScheme.from_dict(json.loads((chips / "classes.json").read_text()))
-    height, width = grid["shape"]
+    grid = Grid.from_dict(entry["scene"])
+    scheme = folder.classes
+    height, width = grid.shape
     ignore = np.uint8(scheme.ignore_index)
     mask = np.full((height, width), ignore, dtype=np.uint8)
     index = read_index(chips)
@@ -147,20 +128,15 @@ def write_split_labels(
     if "scene" in index and len(entries) > 1:  # folders before the column held one scene
         chosen &= index["scene"] == entry["name"]
     for rec in index[chosen].itertuples():
-        with rasterio.open(chips / rec.label) as src:
-            data = src.read(1)
+        data = read_band(chips / rec.label)
         rows = slice(rec.row_off, rec.row_off + rec.height)
         cols = slice(rec.col_off, rec.col_off + rec.width)
         mask[rows, cols] = np.where(data != ignore, data, mask[rows, cols])
     out = Path(out_path)
-    profile = {
-        "driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": "uint8",
-        "crs": CRS.from_wkt(grid["crs"]), "transform": rasterio.Affine(*grid["transform"]),
-        "nodata": int(ignore), "compress": "deflate", "tiled": True,
-    }  # fmt: skip
-    with staged_file(out) as tmp, gdal_write_errors(out, needed_bytes=mask.nbytes):
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(mask, 1)
-            dst.update_tags(**{SCHEME_TAG: json.dumps(scheme.to_dict())})
+    with staged_file(out) as tmp:
+        write_chip(
+            tmp, mask[None], crs=grid.crs, transform=grid.transform,
+            nodata=int(ignore), compress="deflate", tags={SCHEME_TAG: json.dumps(scheme.to_dict())},
+        )  # fmt: skip
         check_raster(tmp)
     return out

@@ -22,22 +22,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from geounet._colours import parse_colour
+from geounet._documents import TextLoader  # noqa: F401  (re-exported)
 from geounet.errors import ConfigError
-
-_NULL_TAG = "tag:yaml.org,2002:null"
-
-
-class TextLoader(yaml.SafeLoader):
-    """A safe YAML loader that resolves only ``null``/``~``/empty; every other scalar is text."""
-
-
-TextLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag == _NULL_TAG]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
 
 
 def _as_text(value: Any, where: str) -> str:
@@ -66,9 +55,7 @@ class ClassEntry(BaseModel):
     @field_validator("color")
     @classmethod
     def _colour(cls, value: str | tuple[int, int, int]) -> str | tuple[int, int, int]:
-        from geounet.classes import _parse_colour
-
-        _parse_colour(value, "color")  # raises ConfigError, a ValueError: reported per key
+        parse_colour(value, "color")  # raises ConfigError, a ValueError: reported per key
         return value
 
 

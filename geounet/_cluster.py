@@ -99,8 +99,7 @@ def predict_task(
             f"worker {get_worker().address} has no model {model_key}: its plugin did not load; "
             "see the worker's log."
         ) from None
-    scene = list(paths) if len(paths) > 1 else paths[0]
-    result = predict_scene(model, scene, out_dir, metadata=metadata, options=options)
+    result = predict_scene(model, list(paths), out_dir, metadata=metadata, options=options)
     outputs = {"classes": result.classes, "qml": result.qml, "preview": result.preview}
     if result.probabilities is not None:
         outputs["probabilities"] = result.probabilities

@@ -20,7 +20,7 @@ from geounet.classes import ClassMap, ClassScheme
 from geounet.config import JobConfig
 from geounet.errors import GeounetError, JobCheckError
 from geounet.labels import RASTER_SUFFIXES
-from geounet.raster import SceneInfo, _open, open_scene
+from geounet.raster import SceneInfo, _open, open_scene, select_bands
 
 _ALLOW = "predict.allow_resolution_mismatch: true (--set predict.allow_resolution_mismatch=true)"
 
@@ -57,7 +57,7 @@ def check_job(job: JobConfig, source: str = "job") -> None:
     opened = []
     for key, files, labels in _tile_scenes(job):
         info = guard(
-            f"{key}.scene" if key else "tile.scene", lambda f=files: open_scene(_strings(f))
+            f"{key}.scene" if key else "tile.scene", lambda f=files: _open_tile_scene(job, f)
         )
         _check_labels(job, labels, f"{key}.labels" if key else "tile.labels", class_map, problems)
         if info is not None:
@@ -70,7 +70,7 @@ def check_job(job: JobConfig, source: str = "job") -> None:
     _check_chip_sizes(job, small, problems)
     predicted = scene
     if job.predict.scene is not None:
-        predicted = guard("predict.scene", lambda: open_scene(_strings(job.predict.scene or [])))
+        predicted = guard("predict.scene", lambda: open_scene(job.predict.scene or []))
     if predicted is not None and scene is not None:
         guard("predict.scene", lambda: _check_predict_scene(job, scene, predicted))
     _check_evaluate(job, class_map, problems)
@@ -101,14 +101,16 @@ def _tile_scenes(job: JobConfig) -> list[tuple[str, list[Path], Path | None]]:
     return [(f"tile.scenes[{s.name}]", list(s.scene), labels[s.name]) for s in tile.scenes]
 
 
+def _open_tile_scene(job: JobConfig, files: list[Path]) -> SceneInfo:
+    """A tile scene as the tile stage reads it: ``tile.bands`` selected (a missing one fails)."""
+    info = open_scene(files)
+    return select_bands(info, job.tile.bands) if job.tile.bands is not None else info
+
+
 def _check_same_bands(first: SceneInfo, scene: SceneInfo) -> None:
     from geounet.modelfile import check_scene_bands
 
     check_scene_bands(first.bands, scene.bands, ", ".join(scene.paths))
-
-
-def _strings(paths: list[Path]) -> list[str] | str:
-    return [str(p) for p in paths] if len(paths) > 1 else str(paths[0])
 
 
 def _class_map(job: JobConfig) -> ClassMap | None:
@@ -235,10 +237,13 @@ def _check_environment(job: JobConfig, problems: list[str]) -> None:
 
 
 def _check_predict_scene(job: JobConfig, tiled: SceneInfo, scene: SceneInfo) -> None:
-    """The model is trained on the tile scene's bands and pixel size; predict must match."""
-    from geounet.modelfile import check_scene_bands
+    """The model is trained on the tile scene's bands and pixel size; predict must match.
 
-    check_scene_bands(tiled.bands, scene.bands, ", ".join(scene.paths))
+    As predict does: ``predict.bands`` selected, then the model's bands picked by name.
+    """
+    from geounet.inference import scene_for_model
+
+    scene_for_model(scene, tiled.bands, job.predict.bands)
     check_scene_resolution(
         tiled.res, tiled.crs.to_string(), scene,
         allow=job.predict.allow_resolution_mismatch, option=_ALLOW,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from geounet._plots import new_figure
-from geounet.report import _fmt, _Image, _Section, _Table
+from geounet._report_parts import _fmt, _Image, _Section, _Table
 
 _MODEL, _FOREST = "U-Net", "random forest"
 _COLOURS = {_MODEL: "#1f77b4", _FOREST: "#8c8c8c"}

@@ -29,9 +29,17 @@ import rasterio
 from rasterio.windows import Window
 
 from geounet._files import staged_file
+from geounet.chips import ChipsFolder
 from geounet.classes import SCHEME_TAG, ClassScheme
-from geounet.errors import ConfigError, LabelError
-from geounet.raster import GDAL_ENV, NodataOverride, open_block_writer, open_scene
+from geounet.errors import BandMismatchError, ConfigError, LabelError
+from geounet.raster import (
+    GDAL_ENV,
+    NodataOverride,
+    open_block_writer,
+    open_scene,
+    read_band,
+    read_raster_valid,
+)
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +140,7 @@ def _chips_meta(chips_dir: Path) -> tuple[tuple[str, ...], ClassScheme]:
 
 
 def _chip_records(chips_dir: Path, split: str | None, chip_ids: Sequence[str] | None) -> Any:
-    from geounet.tiling import read_index
-
-    index = read_index(chips_dir)
+    index = ChipsFolder(Path(chips_dir)).index()
     if "label" not in index:
         raise LabelError(f"chips folder {chips_dir} has no labels; tile with --labels.")
     if chip_ids is not None:
@@ -168,8 +174,8 @@ def labelled_pixels(
     xs, ys = [], []
     with rasterio.Env(**GDAL_ENV):
         for rec in _chip_records(root, split, chip_ids).itertuples():
-            with rasterio.open(root / rec.image) as img, rasterio.open(root / rec.label) as lab:
-                image, label = img.read(), lab.read(1)
+            image, _, _, _ = read_raster_valid(root / rec.image)
+            label = read_band(root / rec.label)
             keep = label != scheme.ignore_index
             xs.append(image[:, keep].T)
             ys.append(label[keep])
@@ -279,8 +285,6 @@ def predict_scene(
     Raises:
         BandMismatchError: The scene has another number of bands than the forest.
     """
-    from geounet.errors import BandMismatchError
-
     info = open_scene(scene, nodata=nodata)
     if info.count != len(baseline.bands):
         raise BandMismatchError(

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from geounet._colours import parse_colour as _parse_colour
+from geounet._documents import TextLoader, read_yaml
 from geounet.errors import ConfigError
 
 IGNORE_INDEX = 255
@@ -21,20 +23,6 @@ IGNORE_INDEX = 255
 
 SCHEME_TAG = "GEOUNET_CLASSES"
 """GDAL metadata item of class rasters holding the scheme as JSON (:meth:`ClassScheme.to_dict`)."""
-
-
-def _parse_colour(value: Any, where: str) -> tuple[int, int, int]:
-    """Parse ``"#rrggbb"`` or ``[r, g, b]`` into an RGB tuple."""
-    if isinstance(value, str) and value.startswith("#") and len(value) == 7:
-        try:
-            return (int(value[1:3], 16), int(value[3:5], 16), int(value[5:7], 16))
-        except ValueError:
-            pass
-    elif isinstance(value, list | tuple) and len(value) == 3:
-        rgb = tuple(int(v) for v in value)
-        if all(0 <= v <= 255 for v in rgb):
-            return (rgb[0], rgb[1], rgb[2])
-    raise ConfigError(f"{where}: colour {value!r} is not '#rrggbb' or [r, g, b] in 0..255.")
 
 
 @dataclass(frozen=True)
@@ -211,9 +199,6 @@ class ClassMap:
         Every value is read as text, so ``yes``/``no``/``on``/``off`` stay strings (YAML 1.1
         would make them booleans) and ``010`` stays ``010``.
         """
-        from geounet._class_map import TextLoader
-        from geounet.config import read_yaml  # config sits above classes; import late
-
         data = read_yaml(path, what="class map", loader=TextLoader)
         return cls.from_dict(data, source=str(path))
 

@@ -13,9 +13,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from geounet._documents import (  # noqa: F401  (re-exported: config.read_yaml is public)
+    MAX_YAML_ALIASES,
+    MAX_YAML_BYTES,
+    MAX_YAML_DEPTH,
+    MAX_YAML_NODES,
+    load_yaml_text,
+    read_yaml,
+)
 from geounet._nodata import nodata_rule_from_json
 from geounet.errors import ConfigError
 
@@ -119,6 +126,11 @@ class TileConfig(_Model):
     )
     ignore_buffer_m: float = Field(
         0.0, ge=0, description="ring of ignore around the polygons (background: unlabelled)"
+    )
+    bands: str | list[str | int] | None = Field(
+        None,
+        description="bands to tile, in order: names or 1-based indexes (B02,B03,B04,B08 or "
+        "2,3,4,8); default: every band of the scene",
     )
     display_bands: str | list[str | int] | None = Field(
         None,
@@ -266,6 +278,7 @@ class TileConfig(_Model):
                 classes_from_labels=self.classes_from_labels,
             ),
             display_bands=tuple(display) if isinstance(display, list) else display,
+            bands=tuple(self.bands) if isinstance(self.bands, list) else self.bands,
         )
         class_map = ClassMap.from_yaml(self.class_map) if self.class_map else None
         return {
@@ -308,160 +321,6 @@ def _resolve_paths(section: dict[str, Any], base: Path) -> dict[str, Any]:
         else:
             out[key] = resolve_path(value, base)
     return out
-
-
-# Limits of what a YAML document may ask the loader to build. A job file is a few kB with no
-# anchors; the limits only stop documents made to exhaust memory or the stack (a 2 kB "billion
-# laughs" of nested aliases expands to 10**9 nodes, and walking it took gigabytes).
-MAX_YAML_BYTES = 4 * 1024**2
-MAX_YAML_DEPTH = 64
-MAX_YAML_ALIASES = 1_000
-MAX_YAML_NODES = 200_000
-
-
-class _YamlLimitError(Exception):
-    """A YAML document passed one of the loader's limits."""
-
-
-class _LimitedSafeLoader(yaml.SafeLoader):
-    """PyYAML's safe loader (no Python tags) that counts aliases, depth and expanded nodes."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-        self._aliases = 0
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            self._aliases += 1
-            if self._aliases > MAX_YAML_ALIASES:
-                raise _YamlLimitError(f"more than {MAX_YAML_ALIASES} aliases (*name)")
-            return super().compose_node(parent, index)
-        self._depth += 1
-        if self._depth > MAX_YAML_DEPTH:
-            raise _YamlLimitError(f"nesting deeper than {MAX_YAML_DEPTH} levels")
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-    def get_single_node(self) -> Any:
-        node = super().get_single_node()
-        if node is not None:
-            _expanded_size(node)
-        return node
-
-
-def _expanded_size(root: yaml.Node) -> int:
-    """Nodes the document has once every alias is expanded; raise past the limit or on a cycle."""
-    sizes: dict[int, int] = {}
-    open_nodes: set[int] = set()
-
-    def size(node: yaml.Node) -> int:
-        key = id(node)
-        if key in sizes:
-            return sizes[key]
-        if key in open_nodes:
-            raise _YamlLimitError("an alias that refers to itself (a recursive structure)")
-        open_nodes.add(key)
-        if isinstance(node, yaml.MappingNode):
-            children = [n for pair in node.value for n in pair]
-        elif isinstance(node, yaml.SequenceNode):
-            children = list(node.value)
-        else:
-            children = []
-        total = 1 + sum(size(c) for c in children)
-        open_nodes.discard(key)
-        if total > MAX_YAML_NODES:
-            raise _YamlLimitError(f"more than {MAX_YAML_NODES:,} values once aliases are expanded")
-        sizes[key] = total
-        return total
-
-    return size(root)
-
-
-def load_yaml_text(
-    text: str, source: str, *, loader: type[yaml.SafeLoader] = yaml.SafeLoader
-) -> Any:
-    """Parse YAML safely and within limits: no Python tags, bounded size, depth and aliases.
-
-    The one YAML reader of geounet (files through :func:`read_yaml`, ``--set`` values through
-    :func:`parse_override`).
-
-    Args:
-        text: The YAML document.
-        source: What it is, for messages (``job file job.yaml``, ``--set train.epochs=5``).
-        loader: A safe loader class whose resolvers to use (class maps read every value as
-            text); the limits apply to it too.
-
-    Returns:
-        The parsed value (``None`` for an empty document).
-
-    Raises:
-        ConfigError: Invalid YAML, a Python or other unknown tag, or a document past the limits
-            (:data:`MAX_YAML_BYTES`, :data:`MAX_YAML_DEPTH`, :data:`MAX_YAML_ALIASES`,
-            :data:`MAX_YAML_NODES`).
-    """
-    if len(text) > MAX_YAML_BYTES:
-        raise ConfigError(
-            f"{source} is {len(text):,} characters; geounet reads YAML of at most "
-            f"{MAX_YAML_BYTES:,}. Is it the right file?"
-        )
-    limited = (
-        _LimitedSafeLoader
-        if loader is yaml.SafeLoader
-        else type("_LimitedLoader", (_LimitedSafeLoader, loader), {})
-    )
-    parser = limited(text)
-    try:
-        return parser.get_single_data()
-    except _YamlLimitError as exc:
-        raise ConfigError(
-            f"{source} is refused: it has {exc}. Write the values out instead of nesting "
-            "aliases (&anchor / *alias)."
-        ) from None
-    except yaml.constructor.ConstructorError as exc:
-        raise ConfigError(
-            f"{source}: {exc.problem} {exc.problem_mark or ''}. Only plain YAML is read (strings, "
-            "numbers, lists, mappings); tags such as !!python/... are never run. Remove the tag, "
-            "or quote the value to mean the text."
-        ) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source} is not valid YAML: {exc}") from None
-    except RecursionError:
-        raise ConfigError(f"{source} is nested too deeply to read.") from None
-    finally:
-        parser.dispose()
-
-
-def read_yaml(
-    path: str | Path, what: str = "config", loader: type[yaml.SafeLoader] = yaml.SafeLoader
-) -> dict[str, Any]:
-    """Read a YAML mapping, with errors naming the file (``what`` says what it should be).
-
-    ``loader`` is a safe loader class (class maps use one that reads every value as text).
-
-    Raises:
-        ConfigError: The file cannot be read, is not YAML, is past the loader's limits (see
-            :func:`load_yaml_text`) or is not a mapping.
-    """
-    p = Path(path)
-    try:
-        size = p.stat().st_size
-        if size > MAX_YAML_BYTES:  # refused before it is read into memory
-            raise ConfigError(
-                f"{what} {p} is {size:,} bytes; geounet reads YAML of at most "
-                f"{MAX_YAML_BYTES:,}. Is it the right file?"
-            )
-        text = p.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} {p}: {exc.strerror or exc}.") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{what} {p} is not UTF-8 text ({exc.reason}); is it YAML?") from exc
-    data = load_yaml_text(text, f"{what} {p}", loader=loader)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{what} {p} must be a YAML mapping (of sections or keys).")
-    return data
 
 
 _OVERRIDE_KEY = re.compile(r"[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*")
@@ -698,6 +557,11 @@ class PredictSection(_Model):
     nodata: float | list[float | None] | None = Field(
         None, description="nodata override of the scene files (default: the model file's rule)"
     )
+    bands: str | list[str | int] | None = Field(
+        None,
+        description="bands of the scene to predict, in order: names or 1-based indexes "
+        "(default: the model's bands by name, else the scene's bands as they are)",
+    )
     allow_resolution_mismatch: bool = Field(
         False, description="predict a scene whose pixel size differs >1.5x from the model's"
     )
@@ -709,8 +573,9 @@ class PredictSection(_Model):
         """The :class:`geounet.inference.PredictOptions` of this section."""
         from geounet.inference import PredictOptions
 
-        options = self.model_dump(exclude={"scene", "nodata"})
-        return PredictOptions(**options, nodata=nodata_rule_from_json(self.nodata))
+        options = self.model_dump(exclude={"scene", "nodata", "bands"})
+        bands = tuple(self.bands) if isinstance(self.bands, list) else self.bands
+        return PredictOptions(**options, nodata=nodata_rule_from_json(self.nodata), bands=bands)
 
 
 class VectorizeSection(_Model):

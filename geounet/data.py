@@ -20,23 +20,22 @@ costs about a second and 0.9 GB).
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import rasterio
 import torch
 from affine import Affine
 from torch.utils.data import Dataset
 
 from geounet._nodata import nodata_rule_from_json
+from geounet._normalization import Normalization
+from geounet.chips import ChipsFolder
 from geounet.classes import ClassScheme
-from geounet.errors import BandMismatchError, ConfigError, InputFileError
-from geounet.raster import read_raster_valid
+from geounet.errors import InputFileError
+from geounet.raster import read_band, read_raster_valid
 
 if TYPE_CHECKING:
     from geounet.radiometry import InputRecipe, SpectralJitter
@@ -45,109 +44,6 @@ Sample = dict[str, Any]
 """A sample dict: ``image``, ``mask``, ``crs``, ``transform`` (and ``chip_id``)."""
 
 CHIP_SPLITS = ("train", "val", "test", "buffer")
-
-
-@dataclass(frozen=True)
-class Normalization:
-    """Per-band normalisation ``(x - mean) / std``.
-
-    Attributes:
-        mean: Mean per band, in band order.
-        std: Standard deviation per band; a band with ``std == 0`` (constant) is divided by 1.
-        p2: Optional 2nd percentile per band (for display stretches), or ``None``.
-        p98: Optional 98th percentile per band, or ``None``.
-    """
-
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    p2: tuple[float, ...] | None = None
-    p98: tuple[float, ...] | None = None
-
-    def __post_init__(self) -> None:
-        n = len(self.mean)
-        lengths = {len(self.std)} | {len(p) for p in (self.p2, self.p98) if p is not None}
-        if n == 0 or lengths != {n}:
-            raise ConfigError(
-                f"normalisation needs one mean and std per band, got {n} means and lengths "
-                f"{sorted(lengths)}."
-            )
-        if any(not math.isfinite(v) for v in (*self.mean, *self.std)) or min(self.std) < 0:
-            raise ConfigError("normalisation mean/std must be finite and std >= 0.")
-
-    @property
-    def count(self) -> int:
-        """Number of bands."""
-        return len(self.mean)
-
-    @classmethod
-    def from_stats(cls, stats: Mapping[str, Any]) -> Normalization:
-        """Build from the content of a ``stats.json`` (keys ``mean``, ``std``, ``per_band``)."""
-        try:
-            mean = tuple(float(v) for v in stats["mean"])
-            std = tuple(float(v) for v in stats["std"])
-        except (KeyError, TypeError) as exc:
-            raise InputFileError(f"stats lack per-band 'mean'/'std' lists: {exc}") from exc
-        per_band = stats.get("per_band") or {}
-        bands = stats.get("bands") or []
-        try:
-            p2 = tuple(float(per_band[b]["percentiles"]["p2"]) for b in bands)
-            p98 = tuple(float(per_band[b]["percentiles"]["p98"]) for b in bands)
-        except (KeyError, TypeError):
-            p2 = p98 = None
-        if len(bands) != len(mean) or not p2:
-            p2 = p98 = None
-        return cls(mean, std, p2, p98)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (the model file's ``normalization``)."""
-        out: dict[str, Any] = {"mean": list(self.mean), "std": list(self.std)}
-        if self.p2 is not None and self.p98 is not None:
-            out["p2"], out["p98"] = list(self.p2), list(self.p98)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Normalization:
-        """Inverse of :meth:`to_dict`."""
-        p2, p98 = data.get("p2"), data.get("p98")
-        return cls(
-            tuple(float(v) for v in data["mean"]),
-            tuple(float(v) for v in data["std"]),
-            tuple(float(v) for v in p2) if p2 is not None else None,
-            tuple(float(v) for v in p98) if p98 is not None else None,
-        )
-
-    def apply(self, image: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
-        """Normalise a ``(bands, H, W)`` array of any dtype to float32.
-
-        Args:
-            image: Raw pixel values, band order as in ``stats.json``.
-            valid: Optional ``(H, W)`` bool mask; pixels where it is False become 0.
-
-        Returns:
-            A float32 array of the same shape.
-
-        Raises:
-            BandMismatchError: If the band count differs from the statistics'.
-        """
-        if image.shape[0] != self.count:
-            raise BandMismatchError(
-                f"image has {image.shape[0]} bands but the normalisation statistics have "
-                f"{self.count}; use the statistics of the chips folder the image came from."
-            )
-        mean = np.asarray(self.mean, dtype=np.float32)[:, None, None]
-        std = np.asarray(self.std, dtype=np.float32)[:, None, None]
-        # A constant band (std 0) would divide by zero; it carries no information anyway.
-        std = np.where(std > 0, std, np.float32(1.0))
-        out = (image.astype(np.float32) - mean) / std
-        if valid is not None:
-            out[:, ~valid] = 0.0
-        return out
-
-    def invert(self, image: np.ndarray) -> np.ndarray:
-        """Undo :meth:`apply` (nodata pixels come back as the band mean)."""
-        mean = np.asarray(self.mean, dtype=np.float32)[:, None, None]
-        std = np.asarray(self.std, dtype=np.float32)[:, None, None]
-        return image * np.where(std > 0, std, np.float32(1.0)) + mean
 
 
 @dataclass(frozen=True)
@@ -178,41 +74,22 @@ class ChipsInfo:
     display_bands: tuple[str, ...] | None = None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputFileError(
-            f"{path} is missing; is {path.parent} a chips folder written by `geounet tile`?"
-        ) from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputFileError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise InputFileError(f"{path} must hold a JSON object.")
-    return data
-
-
 def read_chips_info(chips_dir: str | Path) -> ChipsInfo:
     """Read ``stats.json``, ``classes.json`` and ``tiling.json`` of a chips folder.
 
     Raises:
         InputFileError: If the folder or one of the files is missing or unreadable.
     """
-    root = Path(chips_dir)
-    if not root.is_dir():
-        raise InputFileError(f"chips folder {root} does not exist; run `geounet tile` first.")
-    stats = _read_json(root / "stats.json")
-    tiling = _read_json(root / "tiling.json")
-    classes = ClassScheme.from_dict(_read_json(root / "classes.json"))
-    bands = tuple(str(b) for b in stats.get("bands", []))
-    scene = tiling.get("scene") or {}
+    folder = ChipsFolder.open(chips_dir)
+    tiling = folder.tiling
+    scene = folder.scene
     epsg = scene.get("epsg")
     res = tiling.get("res") or [float("nan"), float("nan")]
     return ChipsInfo(
-        path=root,
-        bands=bands,
-        normalization=Normalization.from_stats(stats),
-        classes=classes,
+        path=folder.path,
+        bands=folder.bands,
+        normalization=Normalization.from_stats(folder.stats),
+        classes=folder.classes,
         chip_size=int((tiling.get("options") or {}).get("chip_size", 0)),
         res=(float(res[0]), float(res[1])),
         crs=f"EPSG:{epsg}" if epsg else scene.get("crs"),
@@ -284,8 +161,7 @@ class ChipDataset(Dataset[Sample]):
         """
         chip_id, image_rel, label_rel = self.records[index]
         data, valid, crs, transform = read_chip(self.root / image_rel)
-        with rasterio.open(self.root / label_rel) as src:
-            mask = src.read(1).astype(np.int64)
+        mask = read_band(self.root / label_rel).astype(np.int64)
         mask[~valid] = self.info.classes.ignore_index
         sample: Sample = {
             "image": torch.from_numpy(self._prepare(data, valid)),
@@ -305,10 +181,8 @@ class ChipDataset(Dataset[Sample]):
 
 def _split_records(root: Path, split: str) -> list[tuple[str, str, str]]:
     """``(chip_id, image, label)`` of the split's chips that hold a labelled pixel."""
-    from geounet.tiling import read_index
-
     try:
-        index = read_index(root)
+        index = ChipsFolder(Path(root)).index()
     except Exception as exc:  # pyogrio/fiona raise their own types for a missing layer
         raise InputFileError(f"cannot read the chip index {root / 'index.gpkg'}: {exc}") from exc
     if "label" not in index.columns:

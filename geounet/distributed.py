@@ -260,7 +260,7 @@ def _check_scenes(
     errors: list[GeounetError] = []
     for name, files in named:
         try:
-            check(name, open_scene(files if len(files) > 1 else files[0]))
+            check(name, open_scene(files))
         except GeounetError as exc:
             if files[0] not in str(exc):  # e.g. a chip larger than the scene: say which scene
                 exc = type(exc)(f"{' + '.join(files)}: {exc}")
@@ -312,8 +312,8 @@ def predict_scenes(
     """
     import hashlib  # noqa: PLC0415
 
-    from geounet.inference import ModelSpec, PredictOptions  # noqa: PLC0415
-    from geounet.modelfile import check_scene_bands, read_model_metadata  # noqa: PLC0415
+    from geounet.inference import ModelSpec, PredictOptions, scene_for_model  # noqa: PLC0415
+    from geounet.modelfile import read_model_metadata  # noqa: PLC0415
 
     options = options or PredictOptions()
     cluster = cluster or ClusterOptions()
@@ -344,7 +344,7 @@ def predict_scenes(
     from geounet._resolution import check_scene_resolution  # noqa: PLC0415
 
     def check(name: str, info: Any) -> None:
-        check_scene_bands(spec.bands, info.bands, name)
+        scene_for_model(info, spec.bands, options.bands)
         check_scene_resolution(spec.res, spec.crs, info, allow=options.allow_resolution_mismatch)
 
     _check_scenes(named, check)

@@ -28,12 +28,13 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 
 from geounet._metadata import read_metadata_document
+from geounet._model_spec import ModelSpec
 from geounet.errors import ConfigError, InputFileError, ModelFileError
 
 if TYPE_CHECKING:
     import torch
 
-    from geounet.inference import ModelSpec, PredictOptions
+    from geounet.inference import PredictOptions
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +123,6 @@ def open_engine(model: Any, metadata: Any, options: PredictOptions) -> tuple[Eng
 
 def _load_torch(model: Any, metadata: Any) -> tuple[torch.nn.Module, ModelSpec]:
     """A model and its spec from a model-file path or a module plus metadata."""
-    from geounet.inference import ModelSpec
-
     if isinstance(model, str | Path):
         from geounet.modelfile import load_model_file
 
@@ -308,8 +307,6 @@ class OnnxEngine:
     raw_input = True
 
     def __init__(self, path: Path, *, device: str = "auto", tta: bool = False) -> None:
-        from geounet.inference import ModelSpec
-
         self.path = path
         providers = _onnx_providers(device)
         self._ort = _onnx_session(path, providers)

@@ -54,7 +54,6 @@ import rasterio
 import shapely
 from rasterio.features import rasterize
 from rasterio.windows import Window
-from rasterio.windows import transform as window_transform
 
 from geounet._files import write_text_atomic
 from geounet._reference_classes import (
@@ -460,7 +459,7 @@ def _iter_blocks(scene: SceneInfo) -> Iterator[Chip]:
     for i, row in enumerate(range(0, height, _BLOCK_SIZE)):
         for j, col in enumerate(range(0, width, _BLOCK_SIZE)):
             window = Window(col, row, min(_BLOCK_SIZE, width - col), min(_BLOCK_SIZE, height - row))
-            yield Chip(window, window_transform(window, scene.transform), scene.crs, i, j)
+            yield Chip(window, scene.grid[window].transform, scene.crs, i, j)
 
 
 def _confusion_pass(

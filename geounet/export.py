@@ -104,8 +104,7 @@ class RawInputModel(nn.Module):
         # arithmetic as InputRecipe.apply, so the graph takes raw DN like the model file does.
         if recipe is not None:
             norm = recipe.band_normalization
-            mean, std = np.asarray(norm.mean, np.float32), np.asarray(norm.std, np.float32)
-            std = np.where(std == 0, 1.0, std).astype(np.float32)
+            mean, std = np.asarray(norm.mean, np.float32), norm.divisor
             offset, scale = float(recipe.offset), float(recipe.scale)
             pairs = [
                 [recipe.bands.index(recipe.index_bands[role]) for role in INDEX_FORMULAS[name]]

@@ -46,7 +46,8 @@ import numpy as np
 
 from geounet._files import write_errors, write_text_atomic
 from geounet.baseline import ForestOptions
-from geounet.errors import ConfigError, InputFileError, LabelError, OutputError
+from geounet.chips import CLASSES_FILE, STATS_FILE, TILING_FILE, ChipsFolder
+from geounet.errors import ConfigError, LabelError, OutputError
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ __all__ = [
 FOLD_BUFFER = 0
 """Fold number of chips left out of every fold because they overlap a chip of another fold."""
 
-_COPIED = ("stats.json", "classes.json", "tiling.json")
+_COPIED = (STATS_FILE, CLASSES_FILE, TILING_FILE)
 
 
 @dataclass(frozen=True)
@@ -193,13 +194,11 @@ def write_fold_chips(chips_dir: str | Path, splits: Mapping[str, str], out_dir: 
     Returns:
         ``out_dir``.
     """
-    from geounet.tiling import read_index
-
     src, out = Path(chips_dir).resolve(), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name in _COPIED:
         shutil.copyfile(src / name, out / name)
-    frame = read_index(src)
+    frame = ChipsFolder(Path(src)).index()
     frame["split"] = [splits[str(c)] for c in frame["chip_id"]]
     for column in ("image", "label"):
         frame[column] = [str(src / p) for p in frame[column]]
@@ -275,15 +274,7 @@ def _check_out(out: Path, overwrite: bool) -> None:
 
 def _block_px(chips_dir: Path) -> int:
     """Spatial block side in pixels from ``tiling.json``: split block chips x stride."""
-    try:
-        options = json.loads((chips_dir / "tiling.json").read_text())["options"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputFileError(
-            f"{chips_dir / 'tiling.json'} is missing or unreadable ({exc}); is {chips_dir} a "
-            "chips folder written by `geounet tile`?"
-        ) from exc
-    stride = options.get("stride") or options["chip_size"]
-    return int(options.get("split_block_chips", 1)) * int(stride)
+    return ChipsFolder.open(chips_dir).block_px()
 
 
 def _score_fold(
@@ -311,9 +302,7 @@ def _score_fold(
 
 
 def _write_fold_map(chips_dir: Path, folds: Mapping[str, int], path: Path) -> None:
-    from geounet.tiling import read_index
-
-    frame = read_index(chips_dir)
+    frame = ChipsFolder(Path(chips_dir)).index()
     frame["fold"] = [folds[str(c)] for c in frame["chip_id"]]
     frame = frame[["chip_id", "fold", *(c for c in ("scene",) if c in frame), "geometry"]]
     with write_errors(path):
@@ -351,7 +340,6 @@ def cross_validate(
             labelled test chips, or an output folder in the way, before any training.
     """
     from geounet.modelfile import json_ready
-    from geounet.tiling import read_index
     from geounet.training import TrainingOptions, fit
 
     options = options or TrainingOptions()
@@ -362,7 +350,7 @@ def cross_validate(
         )
     chips, out = Path(chips_dir), Path(out_dir)
     start = time.perf_counter()
-    index = read_index(chips)
+    index = ChipsFolder(Path(chips)).index()
     if "label" not in index:
         raise LabelError(f"chips folder {chips} has no labels; tile with --labels.")
     assignment = assign_folds(index, folds, block_px=_block_px(chips), seed=options.seed)

@@ -1,4 +1,8 @@
-"""The chip grid: immutable chips (window + transform + CRS) laid over a scene.
+"""Pixel grids: :class:`Grid` (shape + transform + CRS) and the chip grid laid over a scene.
+
+:class:`Grid` is the one description of "where the pixels are" that every stage shares (a
+scene's, a chip's, a class raster's, a STAC asset's): slicing it by a window gives the window's
+grid, as odc-geo's ``GeoBox[roi]`` does and as ``rasterio.windows.transform`` computes.
 
 Count formula, per axis, for a scene of ``size`` pixels, chip ``chip`` and ``stride``::
 
@@ -25,9 +29,112 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
-from geounet.errors import ChipSizeError
+from geounet.errors import ChipSizeError, GridMismatchError
 
 EdgeMode = Literal["shift", "pad"]
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A raster's pixel grid: its shape, its transform and its CRS (an immutable value).
+
+    ``grid[window]`` (a :class:`rasterio.windows.Window`, or ``(rows, cols)`` slices) is the
+    grid of that window: its shape is the window's, its transform the grid's offset by the
+    window, its CRS unchanged. Windows may reach past the edge (padded edge chips).
+
+    Attributes:
+        shape: ``(height, width)`` in pixels.
+        transform: Pixel -> CRS affine transform (north-up in geounet).
+        crs: The CRS (``None`` only while describing a file that lacks one, to refuse it).
+    """
+
+    shape: tuple[int, int]
+    transform: Affine
+    crs: CRS | None = None
+
+    @classmethod
+    def of(cls, thing: object) -> Grid:
+        """The grid of a :class:`Grid`, a scene, a chip or an open rasterio dataset.
+
+        Anything with a ``grid`` attribute, or with ``shape``, ``transform`` and ``crs``, works.
+        """
+        if isinstance(thing, Grid):
+            return thing
+        inner = getattr(thing, "grid", None)
+        if isinstance(inner, Grid):
+            return inner
+        h, w = thing.shape  # type: ignore[attr-defined]
+        return cls((int(h), int(w)), thing.transform, thing.crs)  # type: ignore[attr-defined]
+
+    @classmethod
+    def from_dict(cls, record: dict[str, object]) -> Grid:
+        """The grid of a JSON scene record (``shape``, ``transform`` list, ``crs`` as WKT).
+
+        This is how ``tiling.json`` and :meth:`geounet.raster.SceneInfo.to_dict` store it.
+        """
+        height, width = record["shape"]  # type: ignore[misc]
+        crs = record.get("crs")
+        return cls(
+            (int(height), int(width)),
+            Affine(*record["transform"]),  # type: ignore[misc]
+            CRS.from_user_input(crs) if crs else None,
+        )
+
+    @property
+    def height(self) -> int:
+        """Rows."""
+        return self.shape[0]
+
+    @property
+    def width(self) -> int:
+        """Columns."""
+        return self.shape[1]
+
+    @property
+    def res(self) -> tuple[float, float]:
+        """Pixel size ``(x, y)`` in CRS units (both positive)."""
+        return (abs(self.transform.a), abs(self.transform.e))
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(left, bottom, right, top)`` in the CRS."""
+        h, w = self.shape
+        x0, y0 = self.transform @ (0, 0)
+        x1, y1 = self.transform @ (w, h)
+        return (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+
+    def __getitem__(self, window: Window | tuple[slice, slice]) -> Grid:
+        if isinstance(window, tuple):
+            rows, cols = window
+            window = Window.from_slices(rows, cols, height=self.height, width=self.width)
+        shape = (int(window.height), int(window.width))
+        return Grid(shape, window_transform(window, self.transform), self.crs)
+
+    def matches(self, other: Grid, *, tolerance: float | None = None) -> bool:
+        """Same shape, CRS and transform (the transform within ``tolerance`` when given)."""
+        if self.shape != other.shape or self.crs != other.crs:
+            return False
+        if tolerance is None:
+            return self.transform == other.transform
+        return self.transform.almost_equals(other.transform, precision=tolerance)
+
+    def describe(self) -> str:
+        """``crs, (height, width), (a, b, c, d, e, f)``: the grid as messages show it."""
+        return f"{self.crs}, {self.shape}, {tuple(self.transform)[:6]}"
+
+    def check_same(self, other: Grid, name: str, other_name: str) -> None:
+        """Raise :class:`GridMismatchError` unless ``other`` is exactly this grid.
+
+        Args:
+            other: The grid that must match.
+            name: What this grid belongs to, for the message.
+            other_name: What ``other`` belongs to.
+        """
+        if not self.matches(other):
+            raise GridMismatchError(
+                f"{name} ({self.describe()}) and {other_name} ({other.describe()}) are on "
+                "different grids."
+            )
 
 
 def axis_offsets(size: int, chip: int, stride: int, edge: EdgeMode = "shift") -> list[int]:
@@ -94,10 +201,12 @@ class Chip:
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         """``(left, bottom, right, top)`` in the scene CRS."""
-        h, w = self.shape
-        left, top = self.transform @ (0, 0)
-        right, bottom = self.transform @ (w, h)
-        return (left, min(top, bottom), right, max(top, bottom))
+        return self.grid.bounds
+
+    @property
+    def grid(self) -> Grid:
+        """The chip's own grid (its shape, transform and CRS)."""
+        return Grid(self.shape, self.transform, self.crs)
 
     @property
     def chip_id(self) -> str:
@@ -132,6 +241,11 @@ class ChipGrid:
         self.row_offsets  # noqa: B018
         self.col_offsets  # noqa: B018
 
+    @property
+    def grid(self) -> Grid:
+        """The scene's grid the chips are laid over."""
+        return Grid(self.shape, self.transform, self.crs)
+
     @classmethod
     def from_scene(
         cls,
@@ -140,10 +254,11 @@ class ChipGrid:
         stride: int | tuple[int, int] | None = None,
         edge: EdgeMode = "shift",
     ) -> ChipGrid:
-        """Lay a grid over anything with ``shape``, ``transform`` and ``crs`` (a SceneInfo).
+        """Lay a chip grid over a :class:`Grid`, or anything :meth:`Grid.of` reads (a SceneInfo).
 
         ``stride`` defaults to ``chip_size`` (no overlap).
         """
+        grid = Grid.of(scene)
         cs = (chip_size, chip_size) if isinstance(chip_size, int) else tuple(chip_size)
         st = (
             cs
@@ -151,9 +266,9 @@ class ChipGrid:
             else ((stride, stride) if isinstance(stride, int) else tuple(stride))
         )
         return cls(
-            shape=tuple(scene.shape),  # type: ignore[attr-defined]
-            transform=scene.transform,  # type: ignore[attr-defined]
-            crs=scene.crs,  # type: ignore[attr-defined]
+            shape=grid.shape,
+            transform=grid.transform,
+            crs=grid.crs,
             chip_size=(int(cs[0]), int(cs[1])),
             stride=(int(st[0]), int(st[1])),
             edge=edge,
@@ -180,7 +295,7 @@ class ChipGrid:
             self.chip_size[1],
             self.chip_size[0],
         )
-        return Chip(window, window_transform(window, self.transform), self.crs, grid_row, grid_col)
+        return Chip(window, self.grid[window].transform, self.crs, grid_row, grid_col)
 
     def __iter__(self) -> Iterator[Chip]:
         for i in range(len(self.row_offsets)):

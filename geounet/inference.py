@@ -23,7 +23,7 @@ import os
 import queue
 import shutil
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,16 +32,25 @@ from typing import Any, Literal
 import numpy as np
 import rasterio
 
-from geounet._bands import check_scene_bands
+from geounet._bands import match_scene_bands, parse_band_selection
 from geounet._files import staged_file, staged_output, write_errors, write_text_atomic
-from geounet._nodata import nodata_rule_from_json
+from geounet._model_spec import ModelSpec
 from geounet._qml import category_names_aux_xml, paletted_raster_qml
 from geounet._resolution import check_scene_resolution
 from geounet.classes import SCHEME_TAG, ClassScheme
 from geounet.engines import ENGINES, Engine, EngineName, open_engine
 from geounet.errors import ConfigError
 from geounet.grid import Chip, ChipGrid
-from geounet.raster import GDAL_ENV, SceneInfo, open_block_writer, open_scene, write_cog
+from geounet.raster import (
+    GDAL_ENV,
+    SceneInfo,
+    open_block_writer,
+    open_raster,
+    open_scene,
+    select_bands,
+    take_bands,
+    write_cog,
+)
 from geounet.stitching import BlendMerger, MergedStrip, to_uint8_probabilities
 
 log = logging.getLogger(__name__)
@@ -82,6 +91,9 @@ class PredictOptions:
             (-1000 for a Sentinel-2 product of baseline >= 04.00); ``None``: from the scene's
             product metadata, else the training scene's convention. Ignored by recipe-less
             models.
+        bands: The scene's bands to predict, in order: names or 1-based indexes
+            (``"B02,B03,B04,B08"``, ``(2, 3, 4, 8)``); ``None``: the model's bands picked by
+            name when the scene has them all (in any order), else the scene's bands as they are.
     """
 
     chip_size: int | None = None
@@ -97,8 +109,10 @@ class PredictOptions:
     allow_resolution_mismatch: bool = False
     engine: EngineName = "auto"
     dn_offset: float | None = None
+    bands: str | tuple[str | int, ...] | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "bands", parse_band_selection(self.bands))
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}.")
         if self.chip_size is not None and self.chip_size < 8:
@@ -111,61 +125,19 @@ class PredictOptions:
             raise ConfigError(f"engine must be one of {list(ENGINES)}, got {self.engine!r}.")
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """What prediction needs to know about a model: bands, normalisation, classes, pixel size.
+def scene_for_model(
+    info: SceneInfo, model_bands: tuple[str, ...], bands: str | tuple[str | int, ...] | None
+) -> SceneInfo:
+    """The scene's bands the model reads: the ``bands`` selection, then the model's by name.
 
-    ``res`` and ``crs`` (the training pixel size and CRS) are ``None`` when unknown; the
-    resolution check is then skipped. ``recipe`` is the model file's input recipe
-    (:class:`geounet.radiometry.InputRecipe`; ``None``: plain ``(DN - mean) / std``) and
-    ``scene_offset`` the DN offset of the scene being predicted.
+    Raises:
+        BandMismatchError: A selected band the scene lacks, or bands that differ from the
+            model's (see :func:`geounet._bands.match_scene_bands`); before any pixel is read.
     """
-
-    bands: tuple[str, ...]
-    mean: np.ndarray
-    std: np.ndarray
-    scheme: ClassScheme
-    chip_size: int = 256
-    nodata: float | tuple[float | None, ...] | None = None
-    res: tuple[float, float] | None = None
-    crs: str | None = None
-    recipe: Any = None
-    scene_offset: float | None = None
-
-    @classmethod
-    def from_metadata(cls, metadata: Any) -> ModelSpec:
-        """From a model file's metadata (an object with ``to_dict()`` or its dict form)."""
-        data: Mapping[str, Any] = metadata.to_dict() if hasattr(metadata, "to_dict") else metadata
-        try:
-            norm = data["normalization"]
-            return cls(
-                bands=tuple(data["bands"]),
-                mean=np.asarray(norm["mean"], dtype=np.float32),
-                # A constant band (std 0) is divided by 1, as in training (data.Normalization).
-                std=np.where(np.asarray(norm["std"]) == 0, 1.0, norm["std"]).astype(np.float32),
-                scheme=ClassScheme.from_dict(data["classes"]),
-                chip_size=int(data.get("chip_size") or 256),
-                nodata=nodata_rule_from_json(data.get("nodata")),
-                res=tuple(data["res"]) if data.get("res") else None,  # type: ignore[arg-type]
-                crs=data.get("crs_hint"),
-                recipe=_recipe(data),
-            )
-        except KeyError as exc:
-            raise ConfigError(
-                f"model metadata lacks {exc}; it needs bands, normalization (mean, std) "
-                "and classes."
-            ) from exc
-
-
-def _recipe(data: Mapping[str, Any]) -> Any:
-    """The metadata's input recipe, or ``None`` for the plain normalisation of older files."""
-    if not data.get("input"):
-        return None
-    from geounet.data import Normalization  # noqa: PLC0415
-    from geounet.radiometry import InputRecipe  # noqa: PLC0415
-
-    norm = Normalization.from_dict(data["normalization"])
-    return InputRecipe.from_dict(data["input"], data["bands"], norm)
+    if bands is not None:
+        info = select_bands(info, bands)
+    positions = match_scene_bands(model_bands, info.bands, info.name)
+    return info if positions is None else take_bands(info, positions)
 
 
 @dataclass(frozen=True)
@@ -237,7 +209,7 @@ def predict_scene(
     # The training scene's nodata rule, unless this scene is given its own.
     nodata = options.nodata if options.nodata is not None else spec.nodata
     info = scene if isinstance(scene, SceneInfo) else open_scene(scene, nodata=nodata)
-    check_scene_bands(spec.bands, info.bands, info.name)
+    info = scene_for_model(info, spec.bands, options.bands)
     check_scene_resolution(spec.res, spec.crs, info, allow=options.allow_resolution_mismatch)
     if spec.recipe is not None:
         from geounet.radiometry import resolve_offset  # noqa: PLC0415
@@ -461,7 +433,7 @@ def write_preview(
     """A small RGBA PNG of a class raster (read from its overviews, nodata transparent)."""
     from PIL import Image
 
-    with rasterio.open(classes_path) as src:
+    with open_raster(classes_path) as src:
         scale = max(src.width, src.height) / max_side
         shape = (
             (max(1, round(src.height / scale)), max(1, round(src.width / scale)))

@@ -58,6 +58,7 @@ from geounet import __version__
 from geounet._files import write_text_atomic
 from geounet._job_checks import check_job
 from geounet._lock import folder_lock, is_launch_rank_zero
+from geounet.chips import METADATA_FILES
 from geounet.config import STAGES, JobConfig
 from geounet.errors import (
     FolderLockedError,
@@ -337,8 +338,7 @@ def _tile(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[str, 
 
     result = tile_scene_set(**job.tile.scene_set_kwargs(), overwrite=True)
     folder = Path(result.out_dir)
-    names = ("tiling.json", "index.gpkg", "stats.json", "classes.json")
-    return {"chips": folder, **{n.split(".")[0]: folder / n for n in names}}
+    return {"chips": folder, **{n.split(".")[0]: folder / n for n in METADATA_FILES}}
 
 
 def _train(
@@ -371,7 +371,7 @@ def _predict(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[st
     for name, files in _predict_scenes(job):
         scene = [str(p) for p in files]
         result = predict_scene(
-            str(runs["train"].outputs["model"]), scene if len(scene) > 1 else scene[0],
+            str(runs["train"].outputs["model"]), scene,
             _sub(out / "predict", name), options=job.predict.predict_options(),
         )  # fmt: skip
         outputs[_key(name, "classes")] = result.classes

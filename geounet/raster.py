@@ -26,6 +26,7 @@ from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
+from geounet._bands import band_positions, parse_band_selection
 from geounet._files import staged_file
 from geounet._gdal_errors import gdal_write_errors, reading_errors
 from geounet._nodata import (
@@ -38,6 +39,7 @@ from geounet._nodata import (
 )
 from geounet._vrt import StackBand, stack_vrt_xml
 from geounet.errors import CRSError, GridMismatchError, InputFileError
+from geounet.grid import Grid
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,41 @@ def _open(path: str | Path) -> rasterio.io.DatasetReader:
             f"cannot read {p} as a raster ({exc}); expected a GeoTIFF/COG/JP2/VRT that GDAL "
             "can open. Check the file is complete and is a raster; re-download or re-create it."
         ) from exc
+
+
+def open_raster(
+    path: str | Path, *, what: str = "", fix: str = "check the path"
+) -> rasterio.io.DatasetReader:
+    """Open a raster that a stage reads (a class raster, a label chip...), errors naming it.
+
+    The raster layer's door for every module that is not a scene reader: the caller says
+    what the file is and how to fix it, and gets :class:`InputFileError` naming the file.
+
+    Args:
+        path: A local raster file.
+        what: What it is, for messages (``"probabilities file"``); empty: the path alone.
+        fix: What to do when it is missing or unreadable.
+
+    Returns:
+        The open dataset (use it as a context manager).
+
+    Raises:
+        InputFileError: The file does not exist or GDAL cannot read it as a raster.
+    """
+    p = Path(path)
+    name = f"{what} {p}" if what else str(p)
+    if not p.is_file():
+        raise InputFileError(f"{name} does not exist; {fix}.")
+    try:
+        return rasterio.open(p)
+    except RasterioIOError as exc:
+        raise InputFileError(f"{name} cannot be read as a raster ({exc}); {fix}.") from exc
+
+
+def read_band(path: str | Path, index: int = 1) -> np.ndarray:
+    """Read one whole band of a small raster (a label chip), as stored."""
+    with open_raster(path, fix="re-run `geounet tile` to rewrite the chips folder") as src:
+        return src.read(index)
 
 
 def _check_georeferenced(ds: rasterio.io.DatasetReader, name: str) -> None:
@@ -183,17 +220,19 @@ class SceneInfo:
         return any(self.masks) or (self.nodata is None and has_nodata)
 
     @property
+    def grid(self) -> Grid:
+        """The scene's pixel grid (shape, transform, CRS) as one value."""
+        return Grid(self.shape, self.transform, self.crs)
+
+    @property
     def res(self) -> tuple[float, float]:
         """Pixel size ``(x, y)`` in CRS units (both positive)."""
-        return (abs(self.transform.a), abs(self.transform.e))
+        return self.grid.res
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         """``(left, bottom, right, top)`` in the scene CRS."""
-        h, w = self.shape
-        left, top = self.transform @ (0, 0)
-        right, bottom = self.transform @ (w, h)
-        return (left, min(bottom, top), right, max(bottom, top))
+        return self.grid.bounds
 
     def dataset(self) -> rasterio.io.DatasetReader:
         """This thread's open handle on the scene (GDAL handles are not thread-safe)."""
@@ -232,9 +271,9 @@ class SceneInfo:
             if len(self.paths) > 1:
                 # A stacked VRT reads far faster band by band: a multi-band read of sources of
                 # different resolutions took 5 s per 256 px chip instead of 0.2 s (GDAL 3.10).
-                for b in range(self.count):
-                    dest[b] = ds.read(b + 1, window=inner)
-            elif len(self.indexes) != ds.count:  # an alpha band left out
+                for b, index in enumerate(self.indexes):
+                    dest[b] = ds.read(index, window=inner)
+            elif self.indexes != tuple(range(1, ds.count + 1)):  # an alpha band, a selection
                 dest[...] = ds.read(list(self.indexes), window=inner)
             elif dest.shape == out.shape:
                 ds.read(window=inner, out=out)  # straight into the result: no temporary + copy
@@ -326,7 +365,8 @@ def open_scene(
     COG mask, alpha band) is 0, and, for stacked files, outside the file's footprint.
 
     Args:
-        paths: One raster path, or several single-band raster paths.
+        paths: One raster path, or several single-band raster paths (a list of one path is
+            that raster: callers pass a scene's file list as it is).
         bands: Band names to use instead of the ones found (descriptions or file names).
         resampling: How coarser bands are brought to the finest grid.
         nodata: Override of the files' nodata: one value for every band, or one per band
@@ -357,6 +397,40 @@ def open_scene(
             )
         info = SceneInfo(**{**_fields(info), "bands": tuple(bands)})
     return info
+
+
+def select_bands(info: SceneInfo, bands: str | Sequence[str | int]) -> SceneInfo:
+    """The scene reduced to ``bands`` (names or 1-based indexes), in that order.
+
+    Nothing is read: the result reads only the selected bands of the same files.
+
+    Args:
+        info: An opened scene.
+        bands: ``"B02,B03,B04,B08"``, ``"2,3,4,8"`` or a sequence of names / indexes.
+
+    Raises:
+        BandMismatchError: A band the scene lacks; the message names the scene's files, the
+            missing bands and the available ones (before any pixel is read).
+    """
+    selection = parse_band_selection(bands) or ()
+    positions = band_positions(info.bands, selection, ", ".join(info.paths))
+    return take_bands(info, positions)
+
+
+def take_bands(info: SceneInfo, positions: Sequence[int]) -> SceneInfo:
+    """The scene with the bands at 0-based ``positions`` only, in that order."""
+    if list(positions) == list(range(info.count)):
+        return info
+    pick = list(positions)
+    return SceneInfo(
+        **{
+            **_fields(info),
+            "bands": tuple(info.bands[i] for i in pick),
+            "nodatavals": tuple(info.nodatavals[i] for i in pick),
+            "masks": tuple(info.masks[i] for i in pick),
+            "indexes": tuple(info.indexes[i] for i in pick),
+        }
+    )
 
 
 def _fields(info: SceneInfo) -> dict[str, Any]:
@@ -504,11 +578,7 @@ def read_resampled(
 
 def check_same_grid(a: SceneInfo, b: SceneInfo) -> None:
     """Raise :class:`GridMismatchError` unless two scenes share CRS, transform and shape."""
-    if a.crs != b.crs or a.transform != b.transform or a.shape != b.shape:
-        raise GridMismatchError(
-            f"{a.name} ({a.crs}, {a.shape}, {tuple(a.transform)[:6]}) and {b.name} "
-            f"({b.crs}, {b.shape}, {tuple(b.transform)[:6]}) are on different grids."
-        )
+    a.grid.check_same(b.grid, a.name, b.name)
 
 
 ChipCodec = Literal["zstd", "deflate", "lzw", "none"]
@@ -524,6 +594,7 @@ def write_chip(
     band_names: Sequence[str] | None = None,
     colormap: dict[int, tuple[int, int, int, int]] | None = None,
     compress: ChipCodec = "zstd",
+    tags: dict[str, str] | None = None,
 ) -> None:
     """Write a chip ``(bands, height, width)`` as a tiled, losslessly compressed GeoTIFF.
 
@@ -574,6 +645,8 @@ def write_chip(
         dst.write(data)
         if valid is not None:
             dst.write_mask(valid)
+        if tags:
+            dst.update_tags(**tags)
 
 
 def open_block_writer(

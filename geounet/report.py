@@ -41,7 +41,7 @@ import os
 import re
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +52,11 @@ from rasterio.enums import Resampling
 from geounet import __version__
 from geounet._files import staged_output, write_errors
 from geounet._plots import new_figure, plot_confusion
+from geounet._report_parts import _fmt, _Image, _Section, _Table
 from geounet.classes import ClassScheme
 from geounet.display import DisplayBands, rgb_indexes
 from geounet.errors import GridMismatchError, InputFileError, OutputError
+from geounet.grid import Grid
 from geounet.raster import GDAL_ENV, SceneInfo, _open, open_scene
 from geounet.vectorize import read_class_scheme
 
@@ -82,25 +84,6 @@ class ReportOptions:
 
     title: str | None = None
     display_bands: DisplayBands = None
-
-
-@dataclass(frozen=True)
-class _Table:
-    header: list[str]
-    rows: list[list[str]]
-    caption: str | None = None
-
-
-@dataclass(frozen=True)
-class _Image:
-    src: str
-    caption: str
-
-
-@dataclass(frozen=True)
-class _Section:
-    heading: str
-    blocks: list[str | _Table | list[_Image]] = field(default_factory=list)
 
 
 def write_report(
@@ -188,13 +171,12 @@ def _scene_paths(scene: Any) -> str | Path | list[str | Path]:
 def _check_classes(path: Path, info: SceneInfo) -> ClassScheme:
     """The class raster's scheme, after checking it lies on the scene's grid."""
     with _open(path) as src:
-        grid = (src.crs, src.transform, src.shape)
+        grid = Grid.of(src)
         scheme = read_class_scheme(src.tags(), str(path))
-    if grid != (info.crs, info.transform, info.shape):
+    if not grid.matches(info.grid):
         raise GridMismatchError(
-            f"class raster {path} ({grid[0]}, {grid[2]}, {tuple(grid[1])[:6]}) is not on the "
-            f"grid of scene {info.name} ({info.crs}, {info.shape}, {tuple(info.transform)[:6]});"
-            " give the classes.tif predicted from this scene."
+            f"class raster {path} ({grid.describe()}) is not on the grid of scene {info.name} "
+            f"({info.grid.describe()}); give the classes.tif predicted from this scene."
         )
     return scheme
 
@@ -325,19 +307,6 @@ def _plot_legend(scheme: ClassScheme, path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------- sections
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    """A score (3 decimals), a count (thousands separators) or ``n/a``."""
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
 
 
 def _scene_section(info: SceneInfo, scheme: ClassScheme) -> _Section:

@@ -228,8 +228,10 @@ def write_sample_landcover(path: str | Path, *, res: float = 20.0) -> Path:
     import geopandas as gpd
     from rasterio.features import rasterize
 
+    from geounet.raster import open_raster
+
     sample = brandenburg_s2()
-    with rasterio.open(sample.band_paths[1]) as src:  # B02: the 10 m grid
+    with open_raster(sample.band_paths[1]) as src:  # B02: the 10 m grid
         left, bottom, right, top = src.bounds
         crs = src.crs
     width, height = round((right - left) / res), round((top - bottom) / res)

@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
 import shapely
 from rasterio.crs import CRS
 from rasterio.warp import transform as transform_coords
@@ -48,6 +47,8 @@ from rasterio.warp import transform_bounds
 from geounet._files import write_text_atomic
 from geounet.classes import ClassScheme
 from geounet.errors import InputFileError, OutputError
+from geounet.grid import Grid
+from geounet.raster import open_raster
 from geounet.vectorize import LAYER_NAME, read_class_scheme
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,7 @@ def write_stac_item(
             **_proj_fields(prob_grid),
             "raster:bands": [
                 {**_raster_band(prob_grid, nodata=None), "scale": 1 / 255, "offset": 0.0}
-                for _ in range(prob_grid["count"])
+                for _ in range(prob_grid.count)
             ],
         }
     for key, value, media_type, title, roles, fix in (
@@ -205,65 +206,56 @@ def _existing(path: str | os.PathLike[str], what: str, fix: str) -> Path:
     return p
 
 
-def _raster_grid(path: Path, what: str, *, read_scheme: bool) -> tuple[dict[str, Any], ClassScheme]:
-    """CRS, transform, shape, band count and dtype of a raster asset (and its class scheme)."""
-    try:
-        with rasterio.open(path) as src:
-            crs, transform = src.crs, src.transform
-            grid = {
-                "crs": crs,
-                "transform": transform,
-                "shape": (src.height, src.width),
-                "count": src.count,
-                "dtype": src.dtypes[0],
-            }
-            tags = src.tags()
-    except rasterio.errors.RasterioIOError as exc:
-        raise InputFileError(
-            f"{what} file {path} cannot be read as a raster ({exc}); re-run the stage that "
-            "wrote it (`geounet predict`)."
-        ) from exc
-    if crs is None:
+@dataclass(frozen=True)
+class _RasterAsset:
+    """A raster asset's grid, band count and data type."""
+
+    grid: Grid
+    count: int
+    dtype: str
+
+
+def _raster_grid(path: Path, what: str, *, read_scheme: bool) -> tuple[_RasterAsset, ClassScheme]:
+    """The grid, band count and dtype of a raster asset (and its class scheme)."""
+    fix = "re-run the stage that wrote it (`geounet predict`)"
+    with open_raster(path, what=f"{what} file", fix=fix) as src:
+        asset = _RasterAsset(Grid.of(src), src.count, src.dtypes[0])
+        tags = src.tags()
+    if asset.grid.crs is None:
         raise InputFileError(
             f"{what} file {path} has no CRS, so its footprint is unknown; re-run "
             "`geounet predict` on a georeferenced scene."
         )
     scheme = read_class_scheme(tags, str(path)) if read_scheme else ClassScheme.default()
-    return grid, scheme
+    return asset, scheme
 
 
-def _bounds(grid: dict[str, Any]) -> tuple[float, float, float, float]:
-    """``(left, bottom, right, top)`` of a grid in its CRS."""
-    height, width = grid["shape"]
-    x0, y0 = grid["transform"] * (0, 0)
-    x1, y1 = grid["transform"] * (width, height)
-    return (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
-
-
-def _proj_fields(grid: dict[str, Any]) -> dict[str, Any]:
+def _proj_fields(asset: _RasterAsset) -> dict[str, Any]:
     """Projection extension v2.0.0 fields of a grid."""
-    crs: CRS = grid["crs"]
+    grid = asset.grid
+    crs: CRS = grid.crs
     epsg = crs.to_epsg()
     fields: dict[str, Any] = {"proj:code": f"EPSG:{epsg}" if epsg else None}
     if epsg is None:
         fields["proj:wkt2"] = crs.to_wkt(version="WKT2_2019")
-    fields["proj:shape"] = list(grid["shape"])
-    fields["proj:transform"] = list(grid["transform"])[:6]
-    fields["proj:bbox"] = list(_bounds(grid))
+    fields["proj:shape"] = list(grid.shape)
+    fields["proj:transform"] = list(grid.transform)[:6]
+    fields["proj:bbox"] = list(grid.bounds)
     return fields
 
 
-def _footprint_wgs84(grid: dict[str, Any]) -> tuple[dict[str, Any], list[float]]:
+def _footprint_wgs84(asset: _RasterAsset) -> tuple[dict[str, Any], list[float]]:
     """The grid's footprint as a GeoJSON polygon and bbox in EPSG:4326, edges densified."""
-    left, bottom, right, top = _bounds(grid)
+    grid = asset.grid
+    left, bottom, right, top = grid.bounds
     box = shapely.box(left, bottom, right, top, ccw=True)
     step = max(right - left, top - bottom) / (_DENSIFY_POINTS - 1)
     ring = np.asarray(shapely.segmentize(box, step).exterior.coords)
-    lon, lat = transform_coords(grid["crs"], "EPSG:4326", ring[:, 0], ring[:, 1])
+    lon, lat = transform_coords(grid.crs, "EPSG:4326", ring[:, 0], ring[:, 1])
     # 1e-8 degrees is about a millimetre: shorter JSON, no loss of location.
     lon, lat = np.round(lon, 8).tolist(), np.round(lat, 8).tolist()
     geometry = {"type": "Polygon", "coordinates": [[[x, y] for x, y in zip(lon, lat, strict=True)]]}
-    bbox = transform_bounds(grid["crs"], "EPSG:4326", left, bottom, right, top,
+    bbox = transform_bounds(grid.crs, "EPSG:4326", left, bottom, right, top,
                             densify_pts=_DENSIFY_POINTS)  # fmt: skip
     # The bbox must hold every vertex of the geometry, whatever transform_bounds rounds.
     bbox = (min(bbox[0], *lon), min(bbox[1], *lat), max(bbox[2], *lon), max(bbox[3], *lat))
@@ -283,12 +275,12 @@ def _classification(scheme: ClassScheme) -> list[dict[str, Any]]:
     ]
 
 
-def _raster_band(grid: dict[str, Any], *, nodata: int | None) -> dict[str, Any]:
+def _raster_band(asset: _RasterAsset, *, nodata: int | None) -> dict[str, Any]:
     """One ``raster:bands`` entry (raster extension v1.1.0)."""
-    band: dict[str, Any] = {"data_type": grid["dtype"], "sampling": "area"}
+    band: dict[str, Any] = {"data_type": asset.dtype, "sampling": "area"}
     if nodata is not None:
         band["nodata"] = nodata
-    res_x, res_y = abs(grid["transform"].a), abs(grid["transform"].e)
+    res_x, res_y = asset.grid.res
     if res_x == res_y:
         band["spatial_resolution"] = res_x
     return band

@@ -23,7 +23,6 @@ temporary name and renamed at the end, so a failed run never leaves a half-writt
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -38,6 +37,7 @@ import numpy as np
 import rasterio
 
 from geounet import __version__
+from geounet._bands import parse_band_selection
 from geounet._chip_index import (
     BUFFER_SPLIT,
     SPLIT_COLOURS,
@@ -56,6 +56,7 @@ from geounet._scene_set import (
     scene_entry,
 )
 from geounet._stats import BandStatsAccumulator
+from geounet.chips import INDEX_FILE, ChipsFolder
 from geounet.classes import ClassMap, ClassScheme, no_negatives_message
 from geounet.display import rgb_indexes
 from geounet.errors import (
@@ -77,6 +78,7 @@ from geounet.raster import (
     ChipCodec,
     SceneInfo,
     open_scene,
+    select_bands,
     write_chip,
 )
 
@@ -120,6 +122,9 @@ class TilingOptions:
         display_bands: Bands drawn as red, green, blue (names, 1-based indexes or a sensor
             preset, :func:`geounet.display.rgb_indexes`); ``None``: detected from the band
             names. Checked against the scene and kept in ``tiling.json`` for the plots.
+        bands: The scene's bands to tile, in order: names or 1-based indexes
+            (``"B02,B03,B04,B08"``, ``(2, 3, 4, 8)``); ``None``: every band. The chips, the
+            statistics and the model trained on them have these bands only.
     """
 
     chip_size: int = 256
@@ -134,8 +139,10 @@ class TilingOptions:
     nodata: float | tuple[float | None, ...] | None = None
     labels: LabelOptions = field(default_factory=LabelOptions)
     display_bands: str | tuple[str | int, ...] | None = None
+    bands: str | tuple[str | int, ...] | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "bands", parse_band_selection(self.bands))
         if not 0.0 <= self.max_nodata_fraction <= 1.0:
             raise ConfigError(
                 f"max_nodata_fraction must be in [0, 1], got {self.max_nodata_fraction}."
@@ -402,6 +409,8 @@ def tile_scene_set(
     schemes: list[ClassMap] = []
     for k, source in enumerate(scenes):
         scene = open_scene(source.paths, nodata=options.nodata)
+        if options.bands is not None:  # a missing band fails here, before any work
+            scene = select_bands(scene, options.bands)
         # A bad display_bands setting fails here, before any work.
         rgb_indexes(scene.bands, options.display_bands, scene_name=scene.name)
         grid = ChipGrid.from_scene(scene, options.chip_size, options.effective_stride, options.edge)
@@ -495,9 +504,8 @@ def _write_chips(
     stats = accumulators[0]
     for acc in accumulators[1:]:
         stats.merge(acc)
-    (tmp / "stats.json").write_text(json.dumps(stats.result(list(first.bands)), indent=2) + "\n")
-    scheme.write_json(tmp / "classes.json")
-    write_index(tmp / "index.gpkg", records, {p.name: p.scene.crs for p in prepared})
+    folder = ChipsFolder(tmp)
+    write_index(folder.file(INDEX_FILE), records, {p.name: p.scene.crs for p in prepared})
     split_counts = count_splits(records)
     skipped = grid_total - len(records)
     labels = [p.labels for p in prepared]
@@ -525,7 +533,7 @@ def _write_chips(
     }
     if labels[0] is not None:
         meta["class_pixels"] = _class_pixels(records, scheme)
-    (tmp / "tiling.json").write_text(json.dumps(meta, indent=2) + "\n")
+    folder.write_documents(stats=stats.result(list(first.bands)), classes=scheme, tiling=meta)
     return grid_total, len(records), skipped, split_counts
 
 

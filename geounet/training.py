@@ -48,6 +48,7 @@ from geounet._validation import (
     evaluate_chips,
     pixel_metrics,
 )
+from geounet.chips import ChipsFolder
 from geounet.classes import no_negatives_message
 from geounet.data import Augment, ChipsInfo, read_chips_info
 from geounet.errors import ConfigError, InputFileError, OutputError
@@ -449,9 +450,7 @@ def _resolve_class_weights(info: ChipsInfo, loss_options: Mapping[str, Any]) -> 
     out = dict(loss_options)
     if out.get("class_weights") != "auto":
         return out
-    from geounet.tiling import read_index
-
-    index = read_index(info.path)
+    index = ChipsFolder(Path(info.path)).index()
     train = index[index["split"] == "train"]
     names = info.classes.names
     counts = np.asarray(
@@ -474,8 +473,7 @@ def _resolve_class_weights(info: ChipsInfo, loss_options: Mapping[str, Any]) -> 
 
 def _input_recipe(info: ChipsInfo, options: TrainingOptions) -> InputRecipe:
     """The recipe of this run; ``dn_offset: auto`` reads the training scene's product metadata."""
-    tiling = json.loads((info.path / "tiling.json").read_text())
-    paths = (tiling.get("scene") or {}).get("paths") or []
+    paths = ChipsFolder(info.path).scene_paths
     return InputRecipe(
         bands=info.bands,
         normalization=info.normalization,

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import rasterio
 import shapely
 from affine import Affine
 from pyproj import CRS
@@ -42,6 +41,8 @@ from geounet._files import staged_file, write_errors
 from geounet._qml import categorized_fill_qml, write_gpkg_style
 from geounet.classes import SCHEME_TAG, ClassScheme
 from geounet.errors import ConfigError, CRSError, GridMismatchError, InputFileError, OutputError
+from geounet.grid import Grid
+from geounet.raster import open_raster
 
 logger = logging.getLogger(__name__)
 
@@ -68,14 +69,12 @@ class _Region:
 
 
 @dataclass(frozen=True)
-class _Grid:
+class _Inputs:
     """What the block loop needs to know about the inputs, all checked up front."""
 
     class_path: Path
     prob_path: Path | None
-    shape: tuple[int, int]
-    transform: Affine
-    crs_wkt: str
+    grid: Grid  # of the class raster (and of the probabilities)
     scheme: ClassScheme
     polygonise: np.ndarray  # (256,) bool: which pixel values become polygons
     simplify_px: float  # coverage-simplification tolerance in pixels (0: none)
@@ -153,8 +152,8 @@ def vectorize_raster(
 
     Raises:
         InputFileError: A raster is missing, unreadable, or not uint8 with the right bands.
-        CRSError: The class raster has no CRS, or is a rotated geographic grid.
-        GridMismatchError: The probabilities are not on the class raster's grid.
+        CRSError: The class raster has no CRS, or is a rotated geographic inputs.
+        GridMismatchError: The probabilities are not on the class raster's inputs.
         ConfigError: An unknown class name or a negative tolerance, area or block size.
         OutputError: ``out_path`` is not a ``.gpkg`` in a writable folder.
     """
@@ -164,12 +163,12 @@ def vectorize_raster(
             f"simplify_m ({simplify_m}) and min_area_m2 ({min_area_m2}) must be >= 0 and "
             f"block_size ({block_size}) an integer >= 2."
         )
-    grid = _open_inputs(Path(class_path), probabilities_path, classes, simplify_m)
+    inputs = _open_inputs(Path(class_path), probabilities_path, classes, simplify_m)
     _check_output(out)
     # A GeoPackage is written through SQLite: a full disk says "database or disk is full".
     with staged_file(out) as tmp, write_errors(out):
-        writer = _LayerWriter(tmp, grid, min_area_m2=min_area_m2)
-        _vectorize_blocks(grid, writer, int(block_size))
+        writer = _LayerWriter(tmp, inputs, min_area_m2=min_area_m2)
+        _vectorize_blocks(inputs, writer, int(block_size))
         writer.close()
     logger.info("wrote %d polygons to %s (layer %r)", writer.count, out, LAYER_NAME)
     return out
@@ -180,10 +179,10 @@ def _open_inputs(
     prob_path: str | os.PathLike[str] | None,
     classes: Sequence[str] | None,
     simplify_m: float,
-) -> _Grid:
-    """Check the rasters and the class filter before any work; return the grid."""
+) -> _Inputs:
+    """Check the rasters and the class filter before any work; return the inputs."""
     fix = "pass the class raster written by `geounet predict` (single-band uint8 with a CRS)"
-    with _open_raster(class_path, fix) as src:
+    with open_raster(class_path, fix=fix) as src:
         if src.count != 1 or src.dtypes[0] != "uint8":
             raise InputFileError(
                 f"{class_path}: expected a single-band uint8 class raster, got {src.count} "
@@ -192,8 +191,8 @@ def _open_inputs(
         if src.crs is None:
             raise CRSError(f"{class_path} has no CRS; assign one (gdal_edit.py -a_srs EPSG:...).")
         scheme = read_class_scheme(src.tags(), str(class_path))
-        shape, transform, crs = (src.height, src.width), src.transform, src.crs
-        nodata = src.nodata
+        grid, nodata = Grid.of(src), src.nodata
+    shape, transform, crs = grid.shape, grid.transform, grid.crs
     keep_ids = None if classes is None else tuple(_class_ids(scheme, classes))
     polygonise = np.ones(256, dtype=bool)
     polygonise[scheme.ignore_index] = False
@@ -205,17 +204,13 @@ def _open_inputs(
         polygonise &= np.isin(np.arange(256), keep_ids)
     prob = None if prob_path is None else Path(prob_path)
     if prob is not None:
-        with _open_raster(prob, "pass the probabilities `geounet predict` wrote") as src:
+        with open_raster(prob, fix="pass the probabilities `geounet predict` wrote") as src:
             if src.count != scheme.num_classes or set(src.dtypes) != {"uint8"}:
                 raise InputFileError(
                     f"{prob}: expected {scheme.num_classes} uint8 bands (one per class of "
                     f"{scheme.names}), got {src.count} of {sorted(set(src.dtypes))}."
                 )
-            if (
-                (src.height, src.width) != shape
-                or not src.transform.almost_equals(transform)
-                or (src.crs != crs)
-            ):
+            if not Grid.of(src).matches(grid, tolerance=1e-5):
                 raise GridMismatchError(
                     f"{prob} ({src.width}x{src.height}, {src.crs}) is not on the grid of "
                     f"{class_path} ({shape[1]}x{shape[0]}, {crs}); use the pair predict wrote."
@@ -224,12 +219,10 @@ def _open_inputs(
         CRS.from_wkt(crs.to_wkt()), transform, shape[0], class_path
     )
     simplify_px = simplify_m / np.sqrt(pixel_area_m2)
-    return _Grid(
+    return _Inputs(
         class_path,
         prob,
-        shape,
-        transform,
-        crs.to_wkt(),
+        grid,
         scheme,
         polygonise,
         simplify_px,
@@ -277,16 +270,6 @@ def _class_ids(scheme: ClassScheme, names: Sequence[str]) -> list[int]:
     return [scheme.id_of(name) for name in names]
 
 
-def _open_raster(path: Path, fix: str) -> rasterio.io.DatasetReader:
-    """Open a raster or raise InputFileError naming it."""
-    if not path.is_file():
-        raise InputFileError(f"{path} does not exist; {fix}.")
-    try:
-        return rasterio.open(path)
-    except rasterio.errors.RasterioIOError as exc:
-        raise InputFileError(f"{path} cannot be read as a raster ({exc}); {fix}.") from exc
-
-
 def _check_output(out: Path) -> None:
     """Fail early on an output that cannot be written."""
     if out.suffix.lower() != ".gpkg":
@@ -295,13 +278,13 @@ def _check_output(out: Path) -> None:
         raise OutputError(f"{out}: folder {out.parent} does not exist or is not writable.")
 
 
-def _vectorize_blocks(grid: _Grid, writer: _LayerWriter, block_size: int) -> None:
+def _vectorize_blocks(inputs: _Inputs, writer: _LayerWriter, block_size: int) -> None:
     """The block loop: polygonise each block, join pieces across seams, pass finished ones on."""
-    height, width = grid.shape
+    height, width = inputs.grid.shape
     joiner = _SeamJoiner()
     above = np.zeros(width, np.int64), np.zeros(width, np.uint8)  # seam ids and classes
-    probs_cm = nullcontext() if grid.prob_path is None else rasterio.open(grid.prob_path)
-    with rasterio.open(grid.class_path) as src, probs_cm as prob_src:
+    probs_cm = nullcontext() if inputs.prob_path is None else open_raster(inputs.prob_path)
+    with open_raster(inputs.class_path) as src, probs_cm as prob_src:
         for row_off in range(0, height, block_size):
             bottom = np.zeros(width, np.int64), np.zeros(width, np.uint8)
             left: tuple[np.ndarray, np.ndarray] | None = None
@@ -316,7 +299,7 @@ def _vectorize_blocks(grid: _Grid, writer: _LayerWriter, block_size: int) -> Non
                 data = src.read(1, window=window)
                 probs = None if prob_src is None else prob_src.read(window=window)
                 top_ids, bottom_ids, left_ids, right_ids = joiner.add_block(
-                    grid, window, data, probs, finished
+                    inputs, window, data, probs, finished
                 )
                 if left is not None:
                     joiner.join(left, (left_ids, data[:, 0]))
@@ -328,7 +311,7 @@ def _vectorize_blocks(grid: _Grid, writer: _LayerWriter, block_size: int) -> Non
             last = row_off + block_size >= height
             finished.extend(joiner.close(None if last else bottom[0]))
             above = bottom
-            writer.write(*_finish(grid, finished))
+            writer.write(*_finish(inputs, finished))
 
 
 class _SeamJoiner:
@@ -341,7 +324,7 @@ class _SeamJoiner:
 
     def add_block(
         self,
-        grid: _Grid,
+        inputs: _Inputs,
         window: Window,
         data: np.ndarray,
         probs: np.ndarray | None,
@@ -352,13 +335,13 @@ class _SeamJoiner:
         Returns:
             The ids along the block's top, bottom, left and right edges (0 where no polygon).
         """
-        labels, class_of = _label_block(data, grid.polygonise)
+        labels, class_of = _label_block(data, inputs.polygonise)
         flat = labels.ravel()
         counts = np.bincount(flat, minlength=len(class_of))
-        if grid.row_area_m2 is None:
-            areas = counts * grid.pixel_area_m2
+        if inputs.row_area_m2 is None:
+            areas = counts * inputs.pixel_area_m2
         else:
-            rows = grid.row_area_m2[window.row_off : window.row_off + window.height]
+            rows = inputs.row_area_m2[window.row_off : window.row_off + window.height]
             areas = np.bincount(flat, weights=np.repeat(rows, window.width), minlength=len(counts))
         sums = np.full(len(class_of), np.nan)
         if probs is not None:
@@ -368,9 +351,9 @@ class _SeamJoiner:
         edges = [labels[0], labels[-1], labels[:, 0], labels[:, -1]]
         inner = [
             window.row_off > 0,
-            window.row_off + window.height < grid.shape[0],
+            window.row_off + window.height < inputs.grid.shape[0],
             window.col_off > 0,
-            window.col_off + window.width < grid.shape[1],
+            window.col_off + window.width < inputs.grid.shape[1],
         ]
         on_seam = np.zeros(len(class_of), dtype=bool)
         for edge, is_inner in zip(edges, inner, strict=True):
@@ -381,8 +364,8 @@ class _SeamJoiner:
         origin = Affine.translation(window.col_off, window.row_off)
         found = list(shapes(labels, mask=labels > 0, connectivity=4, transform=origin))
         polygons = _polygons(g for g, _ in found)
-        if grid.simplify_px > 0 and len(polygons):
-            polygons = _simplify_block(polygons, labels, window, grid.simplify_px)
+        if inputs.simplify_px > 0 and len(polygons):
+            polygons = _simplify_block(polygons, labels, window, inputs.simplify_px)
         for (_, value), polygon in zip(found, polygons, strict=True):
             label = int(value)
             region = _Region(
@@ -466,11 +449,11 @@ def _polygons(geojson: Iterable[dict]) -> np.ndarray:
     return shapely.from_ragged_array(shapely.GeometryType.POLYGON, np.concatenate(rings), offsets)
 
 
-def _finish(grid: _Grid, regions: list[_Region]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def _finish(inputs: _Inputs, regions: list[_Region]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Union each region's pieces; return pixel-space polygons and their attributes."""
     geoms = np.array([_union_pieces(r.pieces) for r in regions] or [], dtype=object)
     # Seams leave vertices inside straight runs, and so do fixed edges of simplified pieces.
-    touched = np.array([len(r.pieces) > 1 or grid.simplify_px > 0 for r in regions], bool)
+    touched = np.array([len(r.pieces) > 1 or inputs.simplify_px > 0 for r in regions], bool)
     geoms[touched] = _drop_vertices(geoms[touched])
     counts = np.array([r.count for r in regions], np.float64)
     attrs = {
@@ -563,8 +546,8 @@ def _to_crs(geoms: np.ndarray, transform: Affine) -> np.ndarray:
 class _LayerWriter:
     """Appends filtered polygons to the GeoPackage layer; adds the QGIS style on close."""
 
-    def __init__(self, path: Path, grid: _Grid, *, min_area_m2: float) -> None:
-        self.path, self.grid, self.min_area_m2 = path, grid, min_area_m2
+    def __init__(self, path: Path, inputs: _Inputs, *, min_area_m2: float) -> None:
+        self.path, self.inputs, self.min_area_m2 = path, inputs, min_area_m2
         self.count = 0
         self._buffer: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
         self._buffered = 0
@@ -573,15 +556,15 @@ class _LayerWriter:
     def close(self) -> None:
         """Write what is buffered (creating the layer even when empty) and the style."""
         self._flush(force=True)
-        write_gpkg_style(self.path, LAYER_NAME, categorized_fill_qml(self.grid.scheme), "classes")
+        write_gpkg_style(self.path, LAYER_NAME, categorized_fill_qml(self.inputs.scheme), "classes")
 
     def write(self, geoms_px: np.ndarray, attrs: dict[str, np.ndarray]) -> None:
         """Filter by class and area, map to the CRS and buffer (pixel-space input)."""
         keep = attrs["area_m2"] >= self.min_area_m2 if len(geoms_px) else np.zeros(0, bool)
-        if self.grid.keep_ids is not None:
-            keep &= np.isin(attrs["class_id"], self.grid.keep_ids)
+        if self.inputs.keep_ids is not None:
+            keep &= np.isin(attrs["class_id"], self.inputs.keep_ids)
         if keep.any():
-            geoms = shapely.orient_polygons(_to_crs(geoms_px[keep], self.grid.transform))
+            geoms = shapely.orient_polygons(_to_crs(geoms_px[keep], self.inputs.grid.transform))
             self._buffer.append((geoms, {k: v[keep] for k, v in attrs.items()}))
             self._buffered += len(geoms)
         self._flush(force=False)
@@ -596,11 +579,11 @@ class _LayerWriter:
             k: np.concatenate([a[k] for _, a in self._buffer] or [np.zeros(0)])
             for k in ("class_id", "area_m2", "mean_prob")
         }
-        names = self.grid.scheme.names
+        names = self.inputs.scheme.names
         if (attrs["class_id"] >= len(names)).any():
             logger.warning(
                 "%s holds values outside the class scheme %s; naming them class_<id>",
-                self.grid.class_path,
+                self.inputs.class_path,
                 names,
             )
         fields = {
@@ -611,7 +594,7 @@ class _LayerWriter:
             ),
             "area_m2": attrs["area_m2"].astype(np.float64),
         }
-        if self.grid.prob_path is not None:
+        if self.inputs.prob_path is not None:
             fields["mean_prob"] = attrs["mean_prob"].astype(np.float64)
         pyogrio.raw.write(
             self.path,
@@ -621,7 +604,7 @@ class _LayerWriter:
             layer=LAYER_NAME,
             driver="GPKG",
             geometry_type="Polygon",
-            crs=self.grid.crs_wkt,
+            crs=self.inputs.grid.crs.to_wkt(),
             append=self._created,
             # GeoPackage 1.2: GDAL 3.10 writes 1.4 by default, which QGIS 3.22's GDAL warns about.
             dataset_options=None if self._created else {"VERSION": "1.2"},

@@ -263,8 +263,8 @@ def test_bad_input_is_found_before_any_task(tmp_path):
     with pytest.raises(InputFileError, match="missing.tif does not exist"):
         predict_scenes(model, [good, tmp_path / "missing.tif"], tmp_path / "o", cluster=nowhere)
     swapped = make_synthetic_scene(tmp_path / "swapped.tif", shape=(40, 40), count=4)
-    with rasterio.open(swapped, "r+") as ds:
-        ds.descriptions = ("B02", "B03", "B08", "B04")
+    with rasterio.open(swapped, "r+") as ds:  # B8A for B08: bands merely swapped would be
+        ds.descriptions = ("B02", "B03", "B8A", "B04")  # read in the model's order
     three = make_synthetic_scene(tmp_path / "three.tif", shape=(40, 40), count=3)
     with pytest.raises(BandMismatchError, match=r"2 of 3 scenes(.|\n)*swapped.tif(.|\n)*three.tif"):
         predict_scenes(model, [good, swapped, three], tmp_path / "o", cluster=nowhere)

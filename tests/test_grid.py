@@ -76,3 +76,60 @@ def test_chip_transform_is_window_transform_and_owned_windows_tile_scene():
         seen.add(chip.chip_id)
     assert total == 301 * 257
     assert len(seen) == len(grid)
+
+
+# --- Grid: the one description of a raster's pixels ------------------------------------------
+
+
+def _grid():
+    from geounet.grid import Grid
+
+    return Grid((120, 200), Affine(10.0, 0, 330000.0, 0, -10.0, 5822040.0), CRS.from_epsg(32633))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    row=st.integers(-50, 150), col=st.integers(-50, 250), h=st.integers(1, 90), w=st.integers(1, 90)
+)
+def test_a_grid_sliced_by_a_window_is_the_window_s_grid(row, col, h, w):
+    from rasterio.windows import Window
+
+    grid = _grid()
+    window = Window(col, row, w, h)
+    sub = grid[window]
+    assert sub.shape == (h, w) and sub.crs == grid.crs
+    assert sub.transform == window_transform(window, grid.transform)
+    # The window's pixel (0, 0) is the grid's pixel (row, col): same ground coordinates.
+    assert sub.transform * (0, 0) == grid.transform * (col, row)
+    assert sub.res == grid.res
+    left, bottom, right, top = sub.bounds
+    assert (right - left, top - bottom) == (w * 10.0, h * 10.0)
+
+
+def test_grid_slices_matches_and_mismatch_message():
+    from rasterio.windows import Window
+
+    from geounet.errors import GridMismatchError
+    from geounet.grid import Grid
+
+    grid = _grid()
+    assert grid[10:30, 5:25] == grid[Window(5, 10, 20, 20)]
+    assert grid.matches(Grid.of(grid)) and grid.bounds == (330000.0, 5820840.0, 332000.0, 5822040.0)
+    shifted = Grid(grid.shape, grid.transform * Affine.translation(1e-7, 0), grid.crs)
+    assert not grid.matches(shifted) and grid.matches(shifted, tolerance=1e-5)
+    with pytest.raises(GridMismatchError, match=r"a \(EPSG:32633, \(120, 200\).*b .*different"):
+        grid.check_same(grid[0:10, 0:10], "a", "b")
+    record = {"shape": [120, 200], "transform": list(grid.transform)[:6], "crs": grid.crs.to_wkt()}
+    assert Grid.from_dict(record) == grid
+
+
+def test_chip_grid_scene_and_chips_share_the_grid_value(tmp_path):
+    from geounet.raster import open_scene
+    from geounet.sample_data import make_synthetic_scene
+
+    scene = open_scene(make_synthetic_scene(tmp_path / "s.tif", shape=(70, 90), count=2))
+    chips = ChipGrid.from_scene(scene.grid, 32, 24)
+    assert chips == ChipGrid.from_scene(scene, 32, 24) and chips.grid == scene.grid
+    for chip in chips:
+        assert chip.grid == scene.grid[chip.window]
+        assert chip.bounds == chip.grid.bounds

@@ -181,8 +181,10 @@ def test_bad_input_fails_before_compute(tmp_path):
     path = _scene(tmp_path)
     with pytest.raises(BandMismatchError, match=r"trained on 3 bands.*has 4 bands"):
         predict_scene(PixelModel(3), path, tmp_path / "o", metadata=_spec(count=3))
+    # Bands in another order are read in the model's order (test below); a band the scene
+    # lacks is still refused before any compute.
     spec = ModelSpec(
-        bands=("B02", "B03", "B08", "B04"),
+        bands=("B02", "B03", "B8A", "B04"),
         mean=np.zeros(4, np.float32),
         std=np.ones(4, np.float32),
         scheme=ClassScheme.default(),
@@ -199,3 +201,47 @@ def test_bad_input_fails_before_compute(tmp_path):
     with pytest.raises(OutputError, match="cannot write"):
         predict_scene(PixelModel(), path, blocker / "sub", metadata=_spec())
     assert not (tmp_path / "o").exists()
+
+
+def _reordered(path, order, out):
+    """A copy of the scene at ``path`` with its bands in ``order`` (0-based), names kept."""
+    with rasterio.open(path) as src:
+        data, profile, names = src.read(), src.profile, src.descriptions
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(data[list(order)])
+        dst.descriptions = tuple(names[i] for i in order)
+    return out
+
+
+def test_predict_reads_a_scene_s_bands_in_the_model_s_order(tmp_path, caplog):
+    path = _scene(tmp_path)
+    shuffled = _reordered(path, (3, 1, 0, 2), tmp_path / "shuffled.tif")  # B08 B03 B02 B04
+    a = predict_scene(PixelModel(), path, tmp_path / "a", metadata=_spec())
+    with caplog.at_level("INFO", logger="geounet._bands"):
+        b = predict_scene(PixelModel(), shuffled, tmp_path / "b", metadata=_spec())
+    assert "in the model's order ['B02', 'B03', 'B04', 'B08']" in caplog.text
+    with rasterio.open(a.classes) as ca, rasterio.open(b.classes) as cb:
+        classes = ca.read(1)
+        assert len(np.unique(classes)) > 1  # the model tells the bands apart
+        np.testing.assert_array_equal(classes, cb.read(1))
+
+
+def test_predict_picks_the_model_s_bands_from_a_larger_stack(tmp_path):
+    path = _scene(tmp_path)
+    wide = make_synthetic_scene(tmp_path / "wide.tif", shape=(150, 201), count=6, fill="random")
+    with rasterio.open(path) as src, rasterio.open(wide, "r+") as dst:
+        stack = dst.read()
+        stack[[5, 0, 2, 4]] = src.read()  # B02 at 6, B03 at 1, B04 at 3, B08 at 5
+        dst.write(stack)
+        dst.descriptions = ("B03", "B01", "B04", "B11", "B08", "B02")
+    a = predict_scene(PixelModel(), path, tmp_path / "a", metadata=_spec())
+    by_name = predict_scene(PixelModel(), wide, tmp_path / "b", metadata=_spec())
+    by_index = predict_scene(PixelModel(), wide, tmp_path / "c", metadata=_spec(), bands="6,1,3,5")
+    with rasterio.open(a.classes) as ca:
+        expected = ca.read(1)
+    for result in (by_name, by_index):
+        with rasterio.open(result.classes) as c:
+            np.testing.assert_array_equal(c.read(1), expected)
+    with pytest.raises(BandMismatchError, match=r"wide.tif has no band \['B8A'\].*'B11'"):
+        predict_scene(PixelModel(), wide, tmp_path / "d", metadata=_spec(), bands="B02,B8A")
+    assert not (tmp_path / "d").exists()

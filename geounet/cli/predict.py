@@ -74,6 +74,13 @@ from geounet.cli._scenes import ScenesFlags, check_scene_mode, report_scenes, sc
     is_flag=True,
     help="torch.compile the model first (GPU, large scenes).",
 )
+@click.option(
+    "--bands",
+    default=None,
+    help="Bands of the scene to predict, in order: names or 1-based indexes, e.g. "
+    "B02,B03,B04,B08 or 2,3,4,8.  [default: the model's bands, picked by name when the scene "
+    "has them all in any order]",
+)
 @nodata_option("  [default: the model file's rule, the one its chips were tiled with]")
 @click.option(
     "--allow-resolution-mismatch",
@@ -127,9 +134,7 @@ def predict(
             report_scenes(many, "predicted")
             return
         paths = [str(p) for p in scene]
-        result = predict_scene(
-            str(model_file), paths if len(paths) > 1 else paths[0], out, options=opts
-        )
+        result = predict_scene(str(model_file), paths, out, options=opts)
     click.echo(
         f"wrote {result.classes}" + (f" and {result.probabilities}" if result.probabilities else "")
     )

@@ -84,6 +84,12 @@ def _display_bands(
     "[default: 0]",
 )
 @click.option(
+    "--bands",
+    callback=_display_bands,
+    help="Bands of the scene to tile, in order: names or 1-based indexes, e.g. "
+    "B02,B03,B04,B08 or 2,3,4,8.  [default: every band]",
+)
+@click.option(
     "--display-bands",
     callback=_display_bands,
     help="Red,green,blue bands of true-colour maps (names or 1-based indexes) or a preset: "

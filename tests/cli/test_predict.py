@@ -64,7 +64,8 @@ def test_cli_and_function_agree(tmp_path):
 
 def test_band_mismatch_is_a_clean_error_before_compute(tmp_path):
     model_path, _ = _model_file(tmp_path)
-    scene = _scene(tmp_path, bands=("B02", "B03", "B08", "B04"))
+    # B8A for B08 (bands merely in another order are read in the model's order).
+    scene = _scene(tmp_path, bands=("B02", "B03", "B8A", "B04"))
     out = tmp_path / "pred"
     run = CliRunner().invoke(cli, ["predict", str(model_path), str(scene), "--out", str(out)])
     assert run.exit_code == 1 and "Traceback" not in run.output
@@ -138,3 +139,30 @@ def test_nodata_flag_marks_undeclared_nodata_as_255(tmp_path):
     expected[50:60, 30:40] = True
     with rasterio.open(out / "classes.tif") as c:
         np.testing.assert_array_equal(c.read(1) == 255, expected)
+
+
+def test_bands_flag_selects_the_model_s_bands_from_a_larger_stack(tmp_path):
+    model_path, _ = _model_file(tmp_path)
+    scene = _scene(tmp_path)
+    wide = make_synthetic_scene(tmp_path / "wide.tif", shape=(90, 130), count=len(BANDS) + 2)
+    with rasterio.open(scene) as src, rasterio.open(wide, "r+") as dst:
+        stack = dst.read()
+        stack[2:] = src.read()[::-1]  # the model's bands reversed, after two others
+        dst.write(stack)
+        dst.descriptions = ("X1", "X2", *BANDS[::-1])
+    order = ",".join(str(len(BANDS) + 2 - i) for i in range(len(BANDS)))  # e.g. 6,5,4,3
+    args = ["--device", "cpu", "--blend", "crop"]
+    for out, extra in (("ref", [str(scene)]), ("idx", [str(wide), "--bands", order])):
+        run = CliRunner().invoke(cli, ["predict", str(model_path), *extra, "--out",
+                                       str(tmp_path / out), *args])  # fmt: skip
+        assert run.exit_code == 0, run.output
+    with (
+        rasterio.open(tmp_path / "ref" / "classes.tif") as a,
+        rasterio.open(tmp_path / "idx" / "classes.tif") as b,
+    ):
+        np.testing.assert_array_equal(a.read(1), b.read(1))
+    run = CliRunner().invoke(cli, ["predict", str(model_path), str(wide), "--out",
+                                   str(tmp_path / "bad"), "--bands", "X1,B99", *args])  # fmt: skip
+    assert run.exit_code != 0
+    assert "wide.tif has no band ['B99']" in run.output and "'X2'" in run.output
+    assert not (tmp_path / "bad").exists()

@@ -166,3 +166,30 @@ def test_classes_from_labels_with_a_class_map_is_a_clear_error(tmp_path):
             "--out", str(tmp_path / "c")]  # fmt: skip
     result = CliRunner().invoke(cli, args)
     assert result.exit_code != 0 and "drop one" in result.output
+
+
+def test_bands_flag_selects_bands_from_a_larger_stack(tmp_path):
+    scene = make_synthetic_scene(tmp_path / "s2.tif", shape=(64, 64), count=5, fill="random")
+    with rasterio.open(scene, "r+") as ds:
+        ds.descriptions = ("B01", "B02", "B03", "B04", "B08")
+        stack = ds.read()
+    run = CliRunner().invoke(cli, ["tile", str(scene), "--out", str(tmp_path / "a"),
+                                   "--chip-size", "32", "--bands", "B08,B02,B03"])  # fmt: skip
+    assert run.exit_code == 0, run.output
+    by_index = CliRunner().invoke(cli, ["tile", str(scene), "--out", str(tmp_path / "b"),
+                                        "--chip-size", "32", "--bands", "5,2,3"])  # fmt: skip
+    assert by_index.exit_code == 0, by_index.output
+    for out in ("a", "b"):
+        stats = json.loads((tmp_path / out / "stats.json").read_text())
+        assert stats["bands"] == ["B08", "B02", "B03"]
+        index = read_index(tmp_path / out)
+        first = index[(index.row_off == 0) & (index.col_off == 0)].image.iloc[0]
+        with rasterio.open(tmp_path / out / first) as src:
+            assert src.descriptions == ("B08", "B02", "B03")
+            np.testing.assert_array_equal(src.read(), stack[[4, 1, 2], :32, :32])
+    missing = CliRunner().invoke(cli, ["tile", str(scene), "--out", str(tmp_path / "c"),
+                                       "--chip-size", "32", "--bands", "B02,B8A,B12"])  # fmt: skip
+    assert missing.exit_code != 0
+    assert "s2.tif has no band ['B8A', 'B12']" in missing.output
+    assert "['B01', 'B02', 'B03', 'B04', 'B08']" in missing.output
+    assert not (tmp_path / "c").exists()
