@@ -25,6 +25,7 @@ _EXPORTS = {
     "TrainingOptions": "geounet.training",
     "load_model_file": "geounet.modelfile",
     "predict_scene": "geounet.inference",
+    "open_prediction": "geounet.xarray",
     "PredictOptions": "geounet.inference",
     "vectorize_raster": "geounet.vectorize",
     "evaluate_prediction": "geounet.evaluate",
