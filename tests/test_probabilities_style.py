@@ -49,14 +49,21 @@ def test_probabilities_declare_scale_names_and_nodata_and_stac_agrees(tmp_path):
 
 def test_probabilities_show_one_class_as_a_ramp_in_qgis(tmp_path, qgis_check):
     result = _predict(tmp_path)
-    run = qgis_check(result.probabilities, "--require-cog", "--json", "--render", tmp_path / "r.png")
+    run = qgis_check(
+        result.probabilities, "--require-cog", "--json", "--render", tmp_path / "r.png"
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     (layer,) = json.loads(run.stdout)["inputs"][0]["layers"]
     assert layer["renderer"] == "singlebandpseudocolor"  # not RGB of the first three classes
     assert layer["style"]["sidecar_qml_exists"] and layer["style"]["default_style_applied"]
     assert layer["pseudocolor"] == {"band": 2, "ramp_items": 5, "min": 0, "max": 1}
     names = [b["name"] for b in layer["bands"]]
-    assert names[:4] == ["Band 1: p_other", "Band 2: p_field", "Band 3: p_water", "Band 4: p_building"]
+    assert names[:4] == [
+        "Band 1: p_other",
+        "Band 2: p_field",
+        "Band 3: p_water",
+        "Band 4: p_building",
+    ]
     # QGIS applies the scale: the ramp's 0-1 are the probabilities it reads.
     stats = layer["bands"][1]["stats_sampled"]
     assert 0 <= stats["min"] <= stats["max"] <= 1 and stats["max"] > 0
