@@ -26,11 +26,11 @@ import os
 import queue
 import shutil
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import rasterio
@@ -46,6 +46,9 @@ from geounet.errors import ConfigError
 from geounet.grid import Chip, ChipGrid
 from geounet.raster import GDAL_ENV, SceneInfo, open_block_writer, open_scene, write_cog
 from geounet.stitching import BlendMerger, MergedStrip, to_uint8_probabilities
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +196,7 @@ OUTPUT_NAMES = (
 
 def predict_scene(
     model: Any,
-    scene: str | Path | list[str | Path] | SceneInfo,
+    scene: str | Path | Sequence[str | Path] | SceneInfo | xr.DataArray,
     out_dir: str | Path,
     *,
     metadata: Any = None,

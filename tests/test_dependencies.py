@@ -52,3 +52,13 @@ def test_every_import_is_declared_and_every_dependency_imported():
     assert not imported - declared, f"imported but not declared: {sorted(imported - declared)}"
     unused = sorted(d for d, mods in core.items() if not mods & imported and d not in INDIRECT)
     assert not unused, f"declared but never imported by geounet: {unused}"
+
+
+def test_the_lazy_top_level_api_is_visible_to_type_checkers():
+    import geounet
+
+    source = (REPO / "geounet" / "__init__.py").read_text()
+    block = source.split("if TYPE_CHECKING:", 1)[1].split("\n\n", 1)[0]
+    for name, module in geounet._EXPORTS.items():
+        assert f"from {module} import {name} as {name}" in block, name
+        assert getattr(geounet, name) is getattr(__import__(module, fromlist=[name]), name)
