@@ -9,7 +9,26 @@ lightning) are imported inside the stage that needs them, so ``import geounet`` 
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports lazily
+    from geounet.classes import ClassMap as ClassMap
+    from geounet.config import load_job_config as load_job_config
+    from geounet.evaluate import evaluate_prediction as evaluate_prediction
+    from geounet.inference import PredictOptions as PredictOptions
+    from geounet.inference import predict_scene as predict_scene
+    from geounet.job import run_job as run_job
+    from geounet.labels import LabelOptions as LabelOptions
+    from geounet.modelfile import load_model_file as load_model_file
+    from geounet.raster import open_scene as open_scene
+    from geounet.tiling import SceneSource as SceneSource
+    from geounet.tiling import TilingOptions as TilingOptions
+    from geounet.tiling import tile_scene as tile_scene
+    from geounet.tiling import tile_scene_set as tile_scene_set
+    from geounet.training import TrainingOptions as TrainingOptions
+    from geounet.training import fit as fit
+    from geounet.vectorize import vectorize_raster as vectorize_raster
+    from geounet.xarray import open_prediction as open_prediction
 
 __version__ = "0.1.0"
 
@@ -25,6 +44,7 @@ _EXPORTS = {
     "TrainingOptions": "geounet.training",
     "load_model_file": "geounet.modelfile",
     "predict_scene": "geounet.inference",
+    "open_prediction": "geounet.xarray",
     "PredictOptions": "geounet.inference",
     "vectorize_raster": "geounet.vectorize",
     "evaluate_prediction": "geounet.evaluate",

@@ -67,6 +67,9 @@ def _annotation(field: Any) -> str:
     text = str(field.annotation).replace("typing.", "").replace("pathlib.", "")
     text = text.replace("<class '", "").replace("'>", "")
     text = text.replace("NoneType", "None").replace("geounet.config.", "")
+    # A scene path (config.ScenePath) is a string that GDAL opens; it reads as a path.
+    text = re.sub(r"Annotated\[str, BeforeValidator\(func=<function _scene_path[^>]*>[^)]*\)\]",
+                  "Path", text)  # fmt: skip
     # Literal['a', 'b'] reads better as its choices: 'a' | 'b'.
     return re.sub(r"Literal\[([^\]]*)\]", lambda m: m.group(1).replace(", ", " | "), text)
 

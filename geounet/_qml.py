@@ -162,3 +162,61 @@ def read_category_names(raster: Path) -> dict[int, str]:
                 if max(value_col, name_col) < len(cells) and cells[name_col].strip():
                     names[int(float(cells[value_col]))] = cells[name_col].strip()
     return names
+
+
+_RAMP = ((0.0, "#f7fbff"), (0.25, "#c6dbef"), (0.5, "#6baed6"), (0.75, "#2171b5"), (1.0, "#08306b"))
+"""White to dark blue (ColorBrewer Blues): probability 0 to 1."""
+
+
+def probability_band(scheme: ClassScheme) -> int:
+    """The 1-based band a probabilities style shows: the first class after id 0 (background)."""
+    ids = [c.id for c in scheme.classes]
+    return ids.index(min((i for i in ids if i > 0), default=ids[0])) + 1
+
+
+def probability_ramp_qml(scheme: ClassScheme, *, band: int | None = None) -> str:
+    """QML showing one band of ``probabilities.tif`` as a single-band colour ramp, 0 to 1.
+
+    Without it QGIS paints the first three class bands as red, green and blue, and the other
+    classes are invisible. The ramp runs over probabilities 0 to 1: QGIS applies the file's
+    GDAL scale (1/255) and colours the scaled values (checked with QGIS 3.22).
+    """
+    band = band or probability_band(scheme)
+    name = escape(scheme.classes[band - 1].name)
+    items = "\n".join(
+        f'            <item value="{v:g}" color="{c}" alpha="255" label="{v:g}"/>' for v, c in _RAMP
+    )
+    stops = ":".join(f"{v};{_rgba(c)}" for v, c in _RAMP[1:-1])
+    return (
+        _HEADER
+        + '<qgis version="3.22.16" styleCategories="AllStyleCategories">\n'
+        + "  <pipe>\n"
+        + f'    <rasterrenderer type="singlebandpseudocolor" band="{band}" opacity="1" '
+        + 'alphaBand="-1" classificationMin="0" classificationMax="1" nodataColor="">\n'
+        + "      <rasterTransparency/>\n"
+        + f"      <!-- probability of class '{name}' (band p_{name}); pick another band in "
+        + "Layer Properties > Symbology -->\n"
+        + "      <rastershader>\n"
+        + '        <colorrampshader colorRampType="INTERPOLATED" classificationMode="1" '
+        + 'clip="0" minimumValue="0" maximumValue="1" labelPrecision="2">\n'
+        + '          <colorramp type="gradient" name="[source]"><Option type="Map">'
+        + f'<Option name="color1" type="QString" value="{_rgba(_RAMP[0][1])}"/>'
+        + f'<Option name="color2" type="QString" value="{_rgba(_RAMP[-1][1])}"/>'
+        + f'<Option name="stops" type="QString" value="{stops}"/>'
+        + '<Option name="discrete" type="QString" value="0"/></Option></colorramp>\n'
+        + items
+        + "\n        </colorrampshader>\n"
+        + "      </rastershader>\n"
+        + "    </rasterrenderer>\n"
+        + '    <brightnesscontrast brightness="0" contrast="0" gamma="1"/>\n'
+        + '    <huesaturation saturation="0" grayscaleMode="0" colorizeOn="0"/>\n'
+        + '    <rasterresampler maxOversampling="2"/>\n'
+        + "  </pipe>\n"
+        + "  <blendMode>0</blendMode>\n"
+        + "</qgis>\n"
+    )
+
+
+def _rgba(hex_color: str) -> str:
+    r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"{r},{g},{b},255"

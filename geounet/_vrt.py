@@ -13,10 +13,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
-from pathlib import Path
 
 from affine import Affine
 from rasterio.crs import CRS
+
+from geounet._paths import absolute
 
 VRT_TYPES = {
     "uint8": "Byte",
@@ -65,7 +66,7 @@ def _rects(band: StackBand) -> str:
 
 
 def _band_xml(i: int, band: StackBand, dtype: str, resampling: str) -> str:
-    source = f'<SourceFilename relativeToVRT="0">{escape(str(Path(band.path).resolve()))}'
+    source = f'<SourceFilename relativeToVRT="0">{escape(absolute(band.path))}'
     source += "</SourceFilename>"
     # repr() of a float is exact ("nan" and "-99999.0" both read back as the same double).
     nd = "" if band.nodata is None else repr(float(band.nodata))

@@ -11,9 +11,17 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from geounet._documents import (  # noqa: F401  (re-exported: config.read_yaml is public)
     MAX_YAML_ALIASES,
@@ -24,6 +32,7 @@ from geounet._documents import (  # noqa: F401  (re-exported: config.read_yaml i
     read_yaml,
 )
 from geounet._nodata import nodata_rule_from_json
+from geounet._paths import gdal_path, is_virtual
 from geounet.errors import ConfigError
 
 
@@ -34,6 +43,15 @@ class _Model(BaseModel):
 _SCENE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
+def _scene_path(value: Any) -> Any:
+    return gdal_path(value) if isinstance(value, str | Path) else value
+
+
+ScenePath = Annotated[str, BeforeValidator(_scene_path)]
+"""A scene file as GDAL opens it: a local path or a ``/vsi...``/URL path kept verbatim (a
+``Path`` would collapse the ``//`` of ``/vsicurl/https://...``)."""
+
+
 class SceneEntry(_Model):
     """One scene of ``tile.scenes``: a name, its files and (optionally) its own labels."""
 
@@ -42,7 +60,9 @@ class SceneEntry(_Model):
         description="scene name: chip-id prefix, `scene` column of the index, job subfolder "
         "(letters, digits, _ . -)",
     )
-    scene: list[Path] = Field(description="one multi-band raster, or single-band files to stack")
+    scene: list[ScenePath] = Field(
+        description="one multi-band raster, or single-band files to stack"
+    )
     labels: Path | None = Field(
         None, description="this scene's polygons or class raster (default: `tile.labels`)"
     )
@@ -54,7 +74,7 @@ class SceneEntry(_Model):
 
     @field_validator("scene")
     @classmethod
-    def _some_scene(cls, value: list[Path]) -> list[Path]:
+    def _some_scene(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("give at least one scene file")
         return value
@@ -92,7 +112,7 @@ class SplitSection(_Model):
 class TileConfig(_Model):
     """The ``tile`` section of a job (the options of ``geounet tile``)."""
 
-    scene: list[Path] | None = Field(
+    scene: list[ScenePath] | None = Field(
         None,
         description="one multi-band raster, or single-band files to stack (or give `scenes`)",
     )
@@ -160,7 +180,7 @@ class TileConfig(_Model):
 
     @field_validator("scene")
     @classmethod
-    def _some_scene(cls, value: list[Path] | None) -> list[Path] | None:
+    def _some_scene(cls, value: list[str] | None) -> list[str] | None:
         if value is not None and not value:
             raise ValueError("give at least one scene file")
         return value
@@ -200,7 +220,7 @@ class TileConfig(_Model):
         """The names of ``scenes``, or ``None`` for a one-scene (``scene``) section."""
         return None if self.scenes is None else [s.name for s in self.scenes]
 
-    def scene_files(self) -> list[Path]:
+    def scene_files(self) -> list[str | Path]:
         """Every scene file and label file the section reads (for fingerprints)."""
         if self.scenes is None:
             return [*(self.scene or []), *([self.labels] if self.labels else [])]
@@ -301,6 +321,8 @@ def resolve_path(value: str | Path, base: Path) -> str:
     text = str(value)
     if text.startswith(PACKAGE_PREFIX):
         return str(Path(__file__).resolve().parent / text[len(PACKAGE_PREFIX) :])
+    if is_virtual(text):  # /vsis3/..., s3://..., https://...: GDAL's, never under base
+        return gdal_path(text)
     return text if Path(text).is_absolute() else str(base / text)
 
 
@@ -538,7 +560,7 @@ def load_train_config(path: str | Path | None, overrides: dict[str, Any]) -> Tra
 class PredictSection(_Model):
     """The ``predict`` section of a job (the options of ``geounet predict``)."""
 
-    scene: list[Path] | None = Field(
+    scene: list[ScenePath] | None = Field(
         None, description="scene to predict, same bands as the model (default: the tiled scene)"
     )
     chip_size: int | None = Field(

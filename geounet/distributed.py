@@ -48,6 +48,7 @@ from typing import Any, Literal
 
 from geounet import __version__
 from geounet._files import write_errors, write_text_atomic
+from geounet._paths import gdal_path, is_virtual, stem_of
 from geounet.errors import ConfigError, GeounetError, InputFileError, OutputError
 from geounet.raster import scene_name_from_paths
 
@@ -212,8 +213,8 @@ def _read_scene_list(path: Path) -> list[tuple[str, ...]]:
 
 
 def _relative_to(path: str, folder: Path) -> str:
-    if path.startswith("/vsi") or "://" in path or Path(path).is_absolute():
-        return path
+    if is_virtual(path) or Path(path).is_absolute():
+        return gdal_path(path)
     return str(folder / path)
 
 
@@ -221,7 +222,7 @@ def scene_stem(paths: SceneInput) -> str:
     """The name of a scene's output folder (see the module docstring)."""
     files = [paths] if isinstance(paths, str | Path) else list(paths)
     if len(files) == 1:
-        return Path(str(files[0])).stem
+        return stem_of(files[0])
     return scene_name_from_paths(files)
 
 

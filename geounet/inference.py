@@ -10,7 +10,10 @@ Outputs in ``out_dir``:
     classes.tif       COG, uint8 class ids, scene CRS and transform bit-for-bit, palette with the
                       class colours, category names (``classes.tif.aux.xml``), 255 = nodata,
                       overviews (mode); ``classes.qml`` makes QGIS show named, coloured classes.
-    probabilities.tif COG, uint8 0-255 per class (``round(p * 255)``), when asked for.
+    probabilities.tif COG, uint8 0-255 per class (``round(p * 255)``; GDAL scale 1/255, offset 0,
+                      band descriptions ``p_<class>``, nodata as the internal mask, since every
+                      value 0-255 is a probability), when asked for; ``probabilities.qml``
+                      shows one class's probability as a colour ramp.
     preview.png       A small colour preview of the class map.
 """
 
@@ -23,11 +26,11 @@ import os
 import queue
 import shutil
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import rasterio
@@ -35,7 +38,7 @@ import rasterio
 from geounet._bands import match_scene_bands, parse_band_selection
 from geounet._files import staged_file, staged_output, write_errors, write_text_atomic
 from geounet._model_spec import ModelSpec
-from geounet._qml import category_names_aux_xml, paletted_raster_qml
+from geounet._qml import category_names_aux_xml, paletted_raster_qml, probability_ramp_qml
 from geounet._resolution import check_scene_resolution
 from geounet.classes import SCHEME_TAG, ClassScheme
 from geounet.engines import ENGINES, Engine, EngineName, open_engine
@@ -53,11 +56,17 @@ from geounet.raster import (
 )
 from geounet.stitching import BlendMerger, MergedStrip, to_uint8_probabilities
 
+if TYPE_CHECKING:
+    import xarray as xr
+
 log = logging.getLogger(__name__)
 
 BlendName = Literal["gaussian", "cosine", "crop"]
 ProgressCallback = Callable[[int, int], object]
 """``progress(chips_done, chips_total)``; raising in it cancels a prediction."""
+
+PROBABILITY_SCALE = 1 / 255
+"""GDAL scale of probabilities.tif: a stored uint8 ``q`` is the probability ``q / 255``."""
 
 _MERGE_THREAD_DEVICES = {"cuda"}
 """Devices whose predict blends batch i on a thread while the model runs batch i + 1."""
@@ -151,14 +160,15 @@ class PredictResult:
 
 
 OUTPUT_NAMES = (
-    "classes.tif", "classes.tif.aux.xml", "classes.qml", "probabilities.tif", "preview.png",
+    "classes.tif", "classes.tif.aux.xml", "classes.qml", "probabilities.tif",
+    "probabilities.qml", "preview.png",
 )  # fmt: skip
 """The files :func:`predict_scene` writes: published together, as one set (no mix of runs)."""
 
 
 def predict_scene(
     model: Any,
-    scene: str | Path | list[str | Path] | SceneInfo,
+    scene: str | Path | Sequence[str | Path] | SceneInfo | xr.DataArray,
     out_dir: str | Path,
     *,
     metadata: Any = None,
@@ -172,7 +182,10 @@ def predict_scene(
         model: A model file path (``.safetensors``, or ``.onnx`` from ``geounet export``, run by
             onnxruntime without torch), or a ``torch.nn.Module`` mapping ``(B, C, H, W)``
             normalised float32 to ``(B, K, H, W)`` logits (then ``metadata`` is required).
-        scene: One raster, several single-band files, or an opened :class:`SceneInfo`.
+        scene: One raster, several single-band files (local, ``/vsizip/``, ``/vsicurl/``,
+            ``s3://``... paths), a Sentinel-2 SAFE folder or zip or a STAC Item (the model's
+            bands are picked from it by name), a georeferenced ``xarray.DataArray`` (rioxarray
+            ``rio`` accessor; :mod:`geounet.xarray`) or an opened :class:`SceneInfo`.
         out_dir: Output folder (created). The outputs (:data:`OUTPUT_NAMES`) are written in a
             hidden work folder beside it and swapped in as one set once all are complete and
             checked: earlier outputs stay until then, and never mix with the new ones. Other
@@ -208,7 +221,7 @@ def predict_scene(
     engine, spec = open_engine(model, metadata, options)
     # The training scene's nodata rule, unless this scene is given its own.
     nodata = options.nodata if options.nodata is not None else spec.nodata
-    info = scene if isinstance(scene, SceneInfo) else open_scene(scene, nodata=nodata)
+    info = scene if isinstance(scene, SceneInfo) else _open_input(scene, spec.bands, nodata)
     info = scene_for_model(info, spec.bands, options.bands)
     check_scene_resolution(spec.res, spec.crs, info, allow=options.allow_resolution_mismatch)
     if spec.recipe is not None:
@@ -238,6 +251,24 @@ def predict_scene(
     result = PredictResult(out / "classes.tif", probs, out / "preview.png", out / "classes.qml")
     log.info("predicted %s (%d chips) -> %s", info.name, len(grid), result.classes)
     return result
+
+
+def _open_input(scene: Any, bands: tuple[str, ...], nodata: Any) -> SceneInfo:
+    """Open a scene argument: paths, a SAFE/STAC (the model's bands picked) or a DataArray."""
+    from geounet._scene_inputs import is_container
+
+    if _is_data_array(scene):
+        from geounet.xarray import scene_from_data_array
+
+        return scene_from_data_array(scene, nodata=nodata)
+    if isinstance(scene, str | Path) and is_container(scene):
+        return open_scene(scene, nodata=nodata, select=bands)
+    return open_scene(scene, nodata=nodata)
+
+
+def _is_data_array(value: object) -> bool:
+    # By class name: xarray is imported only when a DataArray is actually passed.
+    return any(c.__name__ == "DataArray" for c in type(value).__mro__)
 
 
 def _read_chip(
@@ -308,6 +339,9 @@ class _StripWriter:
         if self.probs is not None:
             for i, c in enumerate(spec.scheme.classes, start=1):
                 self.probs.set_band_description(i, f"p_{c.name}")
+            with self.probs.errors():  # value * 1/255 = p (GDAL, QGIS and rioxarray apply it)
+                self.probs.dataset.scales = (PROBABILITY_SCALE,) * k  # type: ignore[union-attr]
+                self.probs.dataset.offsets = (0.0,) * k  # type: ignore[union-attr]
         self.queue: queue.Queue[MergedStrip | None] = queue.Queue(maxsize=4)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._loop, name="geounet-writer", daemon=True)
@@ -424,6 +458,7 @@ def _publish(work: Path, out: Path, spec: ModelSpec, probabilities: bool) -> Non
     write_text_atomic(out / "classes.qml", paletted_raster_qml(spec.scheme))
     if probabilities:
         write_cog(work / "probabilities.tif", out / "probabilities.tif", resampling="average")
+        write_text_atomic(out / "probabilities.qml", probability_ramp_qml(spec.scheme))
     write_preview(out / "classes.tif", out / "preview.png", spec.scheme)
 
 

@@ -565,6 +565,7 @@ def _report(job: JobConfig, out: Path, runs: Mapping[str, StageRun]) -> dict[str
                 metrics=evaluated.get(_key(name, "metrics")),
                 model=runs["train"].outputs["model"],
                 preview=predicted[_key(name, "preview")],
+                scene=tuple(str(p) for p in files),
             )
             item = out / ("item.json" if name is None else f"item_{name}.json")
             item_id = job.name if name is None else f"{job.name}-{name}"

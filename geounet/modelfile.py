@@ -229,11 +229,13 @@ def load_model_file(path: str | Path, *, device: str | torch.device = "cpu") -> 
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from geounet.models import create_model
+    from geounet.models import MODELS, create_model
 
     p = Path(path)
     metadata = read_model_metadata(p)
     arch = metadata.architecture
+    if arch["name"] not in MODELS and arch.get("module"):
+        _import_model_module(str(arch["name"]), str(arch["module"]), p)
     model = create_model(
         str(arch["name"]),
         in_channels=metadata.in_channels,
@@ -251,3 +253,16 @@ def load_model_file(path: str | Path, *, device: str | torch.device = "cpu") -> 
             f"the weights in {p} do not fit its architecture {arch['name']!r}: {exc}"
         ) from exc
     return LoadedModel(model=model.to(device).eval(), metadata=metadata, path=p)
+
+
+def _import_model_module(name: str, module: str, path: Path) -> None:
+    """Import the module that registers a user model (:func:`geounet.models.register_model`)."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        raise ModelFileError(
+            f"{path} holds the model {name!r} registered by the module {module!r}, which cannot "
+            f"be imported ({exc}); install it or add its folder to PYTHONPATH."
+        ) from exc

@@ -37,6 +37,7 @@ from geounet._nodata import (
     stack_dtype,
     valid_values,
 )
+from geounet._paths import gdal_path, local_exists, stem_of
 from geounet._vrt import StackBand, stack_vrt_xml
 from geounet.errors import CRSError, GridMismatchError, InputFileError
 from geounet.grid import Grid
@@ -67,7 +68,7 @@ def band_name_from_path(path: str | Path) -> str:
 
     Falls back to the file stem when no band token is found.
     """
-    stem = Path(path).stem
+    stem = stem_of(path)
     token = stem.rsplit("_", 1)[-1]
     match = _BAND_NAME.search(token)
     return match.group(1).upper() if match else stem
@@ -77,7 +78,7 @@ def scene_name_from_paths(paths: Sequence[str | Path]) -> str:
     """A short scene name: the files' common stem once band suffixes (``_B02``) are removed."""
     stems = []
     for p in paths:
-        stem = Path(p).stem
+        stem = stem_of(p)
         head, _, token = stem.rpartition("_")
         stems.append(head if head and _BAND_NAME.fullmatch(token) else stem)
     prefix = os.path.commonprefix(stems).rstrip("_-. ")
@@ -86,8 +87,8 @@ def scene_name_from_paths(paths: Sequence[str | Path]) -> str:
 
 def _open(path: str | Path) -> rasterio.io.DatasetReader:
     """Open a raster or raise :class:`InputFileError` naming the file and the remedy."""
-    p = str(path)
-    if not p.lstrip().startswith("<VRTDataset") and not Path(p).exists() and "://" not in p:
+    p = gdal_path(path)
+    if local_exists(p) is False:  # a /vsi... path or URL: GDAL says whether it exists
         raise InputFileError(f"scene file {p} does not exist; check the path.")
     try:
         return rasterio.open(p)
@@ -349,8 +350,15 @@ def open_scene(
     bands: Sequence[str] | None = None,
     resampling: ResamplingName = "nearest",
     nodata: NodataOverride = None,
+    select: Sequence[str] | None = None,
 ) -> SceneInfo:
-    """Open a scene from one multi-band raster or several single-band files.
+    """Open a scene from one multi-band raster, several single-band files, a SAFE or a STAC item.
+
+    Paths are strings as GDAL opens them: local files, ``/vsizip/``, ``/vsicurl/``,
+    ``/vsis3/``... and URLs (``s3://b/k`` is read as ``/vsis3/b/k``, ``https://`` through
+    ``/vsicurl/``); see :mod:`geounet._paths`. A Sentinel-2 SAFE product (``.SAFE`` folder or
+    zip, L1C or L2A) or a STAC Item (JSON file or URL) is a scene of its band files, found by
+    name (:mod:`geounet._safe`, :mod:`geounet._stac_scene`) and stacked as below.
 
     Several files are stacked in the given order onto the grid of the finest-resolution file
     (a GDAL VRT; coarser bands are resampled with ``resampling``, nearest by default so values
@@ -372,6 +380,9 @@ def open_scene(
         nodata: Override of the files' nodata: one value for every band, or one per band
             (``None`` keeps that band's own), e.g. ``0`` for Sentinel-2 files that do not
             declare theirs.
+        select: For a SAFE or a STAC item, the bands to take, in order (``["B02", "B03"]``;
+            for STAC also asset keys and common names such as ``red``); ``None``: every
+            spectral band (SAFE: B01..B12 in the usual order; STAC: the item's band assets).
 
     Returns:
         The scene description; read it with :meth:`SceneInfo.read_valid`.
@@ -382,13 +393,22 @@ def open_scene(
         GridMismatchError: Stacked files differ in CRS or do not overlap.
         BandMismatchError: ``nodata`` is a list whose length is not the number of bands.
     """
-    path_list = [str(paths)] if isinstance(paths, str | Path) else [str(p) for p in paths]
+    from geounet._scene_inputs import expand_scene_input  # urllib, zipfile: only when used
+
+    one = isinstance(paths, str | Path)
+    path_list = [gdal_path(paths)] if one else [gdal_path(p) for p in paths]  # type: ignore[union-attr]
     if not path_list:
         raise InputFileError("no scene file given; pass a raster path or several band files.")
+    expanded = expand_scene_input(path_list, select)
+    if expanded is not None:
+        path_list = [f for _, f in expanded.bands]
     if len(path_list) == 1:
         info = _open_single(path_list[0], nodata)
     else:
         info = _open_stack(path_list, resampling, nodata)
+    if expanded is not None:
+        names = tuple(b for b, _ in expanded.bands)
+        info = SceneInfo(**{**_fields(info), "bands": names, "name": expanded.name})
     if bands is not None:
         if len(bands) != info.count:
             raise InputFileError(

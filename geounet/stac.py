@@ -66,6 +66,8 @@ STAC_EXTENSIONS = (
     "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
 )
 """Schema URLs of the extensions every item uses (released versions)."""
+MLM_EXTENSION = "https://stac-extensions.github.io/mlm/v1.4.0/schema.json"
+"""The machine-learning model extension, used when the item describes its model file."""
 
 _DENSIFY_POINTS = 21  # points per footprint edge before reprojection to EPSG:4326
 _CLASS_NAME = re.compile(r"[^0-9A-Za-z_-]")
@@ -83,6 +85,8 @@ class ItemAssets:
         metrics: ``metrics.json`` of ``geounet evaluate``.
         model: The model file (``model.safetensors``).
         preview: A PNG preview of the class map (``preview.png``), shown as the thumbnail.
+        scene: The predicted scene's file(s) or STAC item: one ``derived_from`` link each
+            (local files relative to the item, URLs and ``/vsicurl/`` paths as URLs).
     """
 
     classes: str | os.PathLike[str]
@@ -91,6 +95,7 @@ class ItemAssets:
     metrics: str | os.PathLike[str] | None = None
     model: str | os.PathLike[str] | None = None
     preview: str | os.PathLike[str] | None = None
+    scene: tuple[str, ...] = ()
 
 
 def write_stac_item(
@@ -177,11 +182,17 @@ def write_stac_item(
                 "title": title,
                 "roles": roles,
             }
+    extensions = list(STAC_EXTENSIONS)
+    mlm = _mlm_fields(Path(assets.model)) if assets.model is not None else None
+    if mlm is not None:
+        item_assets["model"] = {**item_assets["model"], **mlm}
+        item_assets["model"]["roles"] = ["mlm:model", *item_assets["model"]["roles"]]
+        extensions.append(MLM_EXTENSION)
     now = dt.datetime.now(dt.UTC)
     item = {
         "type": "Feature",
         "stac_version": STAC_VERSION,
-        "stac_extensions": list(STAC_EXTENSIONS),
+        "stac_extensions": extensions,
         "id": item_id,
         "geometry": geometry,
         "bbox": bbox,
@@ -190,7 +201,7 @@ def write_stac_item(
             "created": _iso(now),
             **_proj_fields(grid),
         },
-        "links": [],
+        "links": [_derived_from(p, out.parent) for p in assets.scene],
         "assets": item_assets,
     }
     write_text_atomic(out, json.dumps(item, indent=2, allow_nan=False) + "\n")
@@ -311,3 +322,68 @@ def _relative_href(file: Path, base: Path) -> str:
     """``file`` relative to the folder ``base``, POSIX style, ``./``-prefixed when inside it."""
     rel = Path(os.path.relpath(file.resolve(), base.resolve())).as_posix()
     return rel if rel.startswith("../") else f"./{rel}"
+
+
+def _derived_from(path: str, base: Path) -> dict[str, Any]:
+    """A ``derived_from`` link to a scene file, URL or STAC item the prediction was made from."""
+    text = str(path)
+    if text.startswith("/vsicurl/"):
+        text = text[len("/vsicurl/") :]
+    is_item = text.lower().endswith(".json")
+    link: dict[str, Any] = {"rel": "derived_from", "href": text}
+    if "://" not in text and not text.startswith("/vsi"):
+        link["href"] = _relative_href(Path(text), base)
+    link["type"] = "application/geo+json" if is_item else "image/tiff; application=geotiff"
+    if text.lower().endswith(".jp2"):
+        link["type"] = "image/jp2"
+    return link
+
+
+def _mlm_fields(model_path: Path) -> dict[str, Any] | None:
+    """`MLM extension`_ v1.4.0 fields describing a geounet model file's input and output.
+
+    ``None`` for a file without geounet metadata (the asset is then described by its type).
+
+    .. _MLM extension: https://github.com/stac-extensions/mlm
+    """
+    from geounet.errors import GeounetError
+    from geounet.modelfile import read_model_metadata
+
+    try:
+        meta = read_model_metadata(model_path)
+    except GeounetError as exc:
+        log.debug("no MLM fields for %s: %s", model_path, exc)
+        return None
+    arch, size = meta.architecture, meta.chip_size
+    dims = ["batch", "channel", "height", "width"]
+    if meta.recipe:
+        scaling: list[dict[str, Any]] | None = None  # a recipe: see geounet:input_recipe
+    else:
+        norm = meta.normalization
+        scaling = [{"type": "z-score", "mean": float(m), "stddev": float(s)}
+                   for m, s in zip(norm.mean, norm.std, strict=True)]  # fmt: skip
+    fields: dict[str, Any] = {
+        "mlm:name": model_path.stem,
+        "mlm:architecture": str(arch["name"]),
+        "mlm:tasks": ["semantic-segmentation"],
+        "mlm:framework": "pytorch",
+        "mlm:artifact_type": "safetensors",
+        "mlm:accelerator": None,
+        "mlm:input": [{
+            "name": "bands", "bands": list(meta.bands),
+            "input": {"shape": [-1, meta.in_channels, size, size], "dim_order": dims,
+                      "data_type": "float32"},
+            "value_scaling": scaling, "pre_processing_function": None,
+        }],
+        "mlm:output": [{
+            "name": "logits", "tasks": ["semantic-segmentation"],
+            "result": {"shape": [-1, meta.num_classes, size, size], "dim_order": dims,
+                       "data_type": "float32"},
+            "classification:classes": _classification(meta.classes),
+            "post_processing_function": None,
+        }],
+        "mlm:hyperparameters": dict(arch.get("options") or {}),
+    }  # fmt: skip
+    if meta.recipe:
+        fields["geounet:input_recipe"] = dict(meta.recipe)
+    return fields

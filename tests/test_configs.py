@@ -52,7 +52,7 @@ def test_every_example_job_is_valid(path, tmp_path):
     assert job.train.chips == tmp_path / "job" / "tile"
     text = path.read_text()
     if "geounet:sample" in text:  # jobs on the bundled sample: files exist
-        assert all(p.exists() for p in job.tile.scene)
+        assert all(Path(p).exists() for p in job.tile.scene)
         # class_raster.yaml's labels are written by the command its header gives.
         assert job.tile.labels.exists() or GENERATE_LANDCOVER in text
 

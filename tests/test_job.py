@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 import rasterio
@@ -151,16 +152,16 @@ def test_job_file_errors_name_the_field_and_the_file(tmp_path):
     job = load_job_config(path, out=tmp_path / "given")
     assert job.out == tmp_path / "given" and job.train.chips == tmp_path / "given" / "tile"
     # Relative paths: the file's folder for inputs, geounet: inside the package.
-    assert job.tile.scene == [tmp_path / "scene.tif"]
+    assert job.tile.scene == [str(tmp_path / "scene.tif")]  # strings, as GDAL opens them
 
 
 def test_package_paths_resolve_inside_the_installed_package(tmp_path):
     from geounet.sample_data import brandenburg_s2, demo_job_path
 
     job = load_job_config(demo_job_path(), out=tmp_path / "demo")
-    assert tuple(job.tile.scene) == brandenburg_s2().band_paths
+    assert tuple(map(Path, job.tile.scene)) == brandenburg_s2().band_paths
     assert job.tile.labels == brandenburg_s2().labels
-    assert all(p.exists() for p in job.tile.scene)
+    assert all(Path(p).exists() for p in job.tile.scene)
 
 
 def test_cli_run_reports_each_stage_and_skips_on_rerun(tmp_path):

@@ -75,7 +75,10 @@ def test_scene_paths_are_relative_to_the_job_file_and_labels_default_to_tile_lab
                                 "labels": "data/all.gpkg"})  # fmt: skip
     job = load_job_config(path, out=tmp_path / "job")
     assert job.tile.scene is None and job.tile.scene_names() == ["a", "b"]
-    assert job.tile.scenes[1].scene == [tmp_path / "data/b1.tif", tmp_path / "data/b2.tif"]
+    assert job.tile.scenes[1].scene == [
+        str(tmp_path / "data/b1.tif"),
+        str(tmp_path / "data/b2.tif"),
+    ]
     assert job.tile.scene_labels() == {
         "a": tmp_path / "data/all.gpkg",
         "b": tmp_path / "data/b.gpkg",
@@ -91,7 +94,7 @@ def test_scenes_given_by_set_are_relative_to_the_current_folder(tmp_path, monkey
     job = load_job_config(path, out=tmp_path / "job", overrides={
         "tile.scene": None, "tile.scenes": [{"name": "x", "scene": "x.tif", "labels": "x.gpkg"}],
     })  # fmt: skip
-    assert job.tile.scenes[0].scene == [tmp_path.parent / "x.tif"]
+    assert job.tile.scenes[0].scene == [str(tmp_path.parent / "x.tif")]
     assert job.tile.scenes[0].labels == tmp_path.parent / "x.gpkg"
 
 

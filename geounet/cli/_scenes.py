@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -81,7 +80,7 @@ def scenes_options(*worker_flags: str, gpu: bool = False) -> Callable[[F], F]:
     return decorate
 
 
-def check_scene_mode(scene: tuple[Path, ...], flags: ScenesFlags, *, required: bool) -> None:
+def check_scene_mode(scene: tuple[str, ...], flags: ScenesFlags, *, required: bool) -> None:
     """Refuse ambiguous combinations of SCENE, ``--scenes`` and the cluster options."""
     if flags.scenes and scene:
         raise click.UsageError(

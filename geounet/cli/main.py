@@ -17,6 +17,7 @@ from geounet import __version__
 from geounet.cli.demo import demo
 from geounet.cli.evaluate import evaluate
 from geounet.cli.export import export
+from geounet.cli.info import info
 from geounet.cli.predict import predict
 from geounet.cli.run import run
 from geounet.cli.tile import tile
@@ -64,3 +65,4 @@ cli.add_command(evaluate)
 cli.add_command(export)
 cli.add_command(run)
 cli.add_command(demo)
+cli.add_command(info)

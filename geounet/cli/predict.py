@@ -17,7 +17,7 @@ from geounet.cli._scenes import ScenesFlags, check_scene_mode, report_scenes, sc
 
 @click.command(context_settings={"show_default": True})
 @click.argument("model_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.argument("scene", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("scene", nargs=-1, type=str)  # str: a Path collapses /vsicurl/https://
 @click.option(
     "--out",
     required=True,
@@ -99,7 +99,7 @@ from geounet.cli._scenes import ScenesFlags, check_scene_mode, report_scenes, sc
 @guarded
 def predict(
     model_file: Path,
-    scene: tuple[Path, ...],
+    scene: tuple[str, ...],
     out: Path,
     compile_model: bool,
     scenes: tuple[str, ...],

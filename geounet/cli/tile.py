@@ -41,7 +41,7 @@ def _display_bands(
 
 
 @click.command(context_settings={"show_default": True})
-@click.argument("scene", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("scene", nargs=-1, type=str)  # str: a Path collapses /vsicurl/https://
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -149,7 +149,7 @@ def _display_bands(
 @scenes_options("--dask-workers")
 @guarded
 def tile(
-    scene: tuple[Path, ...],
+    scene: tuple[str, ...],
     config_path: Path | None,
     overwrite: bool,
     scenes: tuple[str, ...],

@@ -135,7 +135,12 @@ def model_config(name: str, **options: Any) -> Any:
 
 
 def register_model(name: str, model_cls: type[nn.Module], config_cls: type[Any]) -> None:
-    """Add a model to the registry so configs can name it.
+    """Add a model to the registry so configs, model files and the CLI can name it.
+
+    Any ``nn.Module`` (a torchgeo or segmentation_models_pytorch U-Net) becomes a geounet
+    model through a small wrapper class taking ``(in_channels, num_classes, config=...)``;
+    see README, torchgeo and other models. A model file of it records the wrapper's module,
+    which ``load_model_file`` (and so ``geounet predict``) imports to register it again.
 
     Args:
         name: The name configs will use.
@@ -176,10 +181,15 @@ def describe_model(model: nn.Module) -> dict[str, Any]:
             options = config_to_dict(model.config)
             for option in _INIT_ONLY_OPTIONS & options.keys():
                 options[option] = None
-            return {
+            described = {
                 "name": name,
                 "in_channels": model.in_channels,
                 "num_classes": model.num_classes,
                 "options": options,
             }
+            if not type(model).__module__.startswith(("geounet.", "__main__")):
+                # A user's model (register_model): loading the model file imports this module,
+                # whose register_model call makes the name known again (e.g. in `geounet predict`).
+                described["module"] = type(model).__module__
+            return described
     raise ConfigError(f"{type(model).__name__} is not a registered model class.")
