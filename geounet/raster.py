@@ -188,6 +188,9 @@ class SceneInfo:
             COG mask, an alpha band, or a stacked band's footprint).
         indexes: 1-based band numbers of the data bands in :meth:`dataset` (an alpha band is
             a mask, not a band).
+        keepalive: An object the scene's source needs alive (the in-memory file of a scene
+            made from a DataArray); copied into every scene derived from this one, such as a
+            band selection, so the file lives as long as any of them.
     """
 
     source: str
@@ -201,6 +204,7 @@ class SceneInfo:
     nodatavals: tuple[float | None, ...]
     masks: tuple[bool, ...]
     indexes: tuple[int, ...]
+    keepalive: Any = field(default=None, repr=False, compare=False)
     _local: threading.local = field(default_factory=threading.local, repr=False, compare=False)
 
     @property

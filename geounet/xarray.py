@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import json
-import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -113,10 +112,18 @@ def scene_from_data_array(
     from geounet.raster import SceneInfo
 
     fields = {k: getattr(info, k) for k in info.__dataclass_fields__ if not k.startswith("_")}
-    info = SceneInfo(**{**fields, "name": scene_name})
-    # The in-memory file lives as long as the scene that reads it.
-    weakref.finalize(info, memfile.close)
-    return info
+    # The in-memory file lives as long as any scene that reads it (band selections included).
+    return SceneInfo(**{**fields, "name": scene_name, "keepalive": _MemoryFileOwner(memfile)})
+
+
+class _MemoryFileOwner:
+    """Closes an in-memory file when the last scene reading it is gone."""
+
+    def __init__(self, memfile: Any) -> None:
+        self.memfile = memfile
+
+    def __del__(self) -> None:
+        self.memfile.close()
 
 
 def open_prediction(out_dir: str | Path) -> xr.Dataset:
@@ -135,10 +142,10 @@ def open_prediction(out_dir: str | Path) -> xr.Dataset:
     Raises:
         InputFileError: No ``classes.tif`` in ``out_dir``.
     """
-    import rasterio
     import rioxarray
     import xarray as xr
 
+    from geounet.raster import open_raster
     from geounet.vectorize import read_class_scheme
 
     out = Path(out_dir)
@@ -147,7 +154,7 @@ def open_prediction(out_dir: str | Path) -> xr.Dataset:
         raise InputFileError(
             f"{out} has no classes.tif; expected the output folder of `geounet predict`."
         )
-    with rasterio.open(classes_path) as src:
+    with open_raster(classes_path, what="class raster") as src:
         scheme = read_class_scheme(src.tags(), str(classes_path))
     classes = rioxarray.open_rasterio(classes_path, mask_and_scale=False, lock=False)
     classes = classes.squeeze("band", drop=True).rename("classes")  # type: ignore[union-attr]
@@ -162,7 +169,7 @@ def open_prediction(out_dir: str | Path) -> xr.Dataset:
     probs_path = out / "probabilities.tif"
     if probs_path.is_file():
         probs = rioxarray.open_rasterio(probs_path, mask_and_scale=False, lock=False)
-        with rasterio.open(probs_path) as src:
+        with open_raster(probs_path, what="probabilities raster") as src:
             scales, offsets = src.scales, src.offsets
         scale = np.asarray(scales, np.float32)[:, None, None]
         offset = np.asarray(offsets, np.float32)[:, None, None]

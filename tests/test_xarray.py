@@ -63,8 +63,16 @@ def test_data_array_without_crs_or_with_other_bands_is_refused_before_compute(sc
     with pytest.raises(CRSError, match=r"no CRS.*rio.write_crs"):
         scene_from_data_array(da.drop_vars("spatial_ref"))
     with pytest.raises(BandMismatchError, match="B08"):
-        geounet.predict_scene(_model(), da.isel(band=[0, 1, 3, 2]), tmp_path / "x", metadata=SPEC)
+        geounet.predict_scene(_model(), da.isel(band=[0, 1, 2]), tmp_path / "x", metadata=SPEC)
     assert not (tmp_path / "x" / "classes.tif").exists()
+
+
+def test_a_data_array_with_reordered_bands_is_read_by_band_name(scene, tmp_path):
+    da = rioxarray.open_rasterio(scene)
+    a = geounet.predict_scene(_model(), da, tmp_path / "a", metadata=SPEC)
+    b = geounet.predict_scene(_model(), da.isel(band=[0, 1, 3, 2]), tmp_path / "b", metadata=SPEC)
+    with rasterio.open(a.classes) as ca, rasterio.open(b.classes) as cb:
+        np.testing.assert_array_equal(ca.read(), cb.read())
 
 
 def test_open_prediction_gives_georeferenced_classes_and_probabilities(scene, tmp_path):
