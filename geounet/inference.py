@@ -23,6 +23,7 @@ import logging
 import os
 import queue
 import shutil
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -290,9 +291,9 @@ def cpu_thread_plan(device_type: str = "cpu") -> dict[str, int]:
     cores = _cores()
     if device_type != "cpu":
         return {"torch": 0, "gdal": cores, "readers": min(cores, 16)}
-    import torch
-
-    torch_threads = torch.get_num_threads()
+    # The ONNX engine runs without torch; onnxruntime's threads default to the cores too.
+    torch = sys.modules.get("torch")
+    torch_threads = torch.get_num_threads() if torch is not None else cores
     return {"torch": torch_threads, "gdal": max(1, cores - torch_threads), "readers": 1}
 
 
