@@ -354,6 +354,119 @@ def _chip_rows(chips: Iterable[Chip]) -> list[list[Chip]]:
     return rows
 
 
+def _in_thread(make: Callable[[], Iterator[Any]], name: str, depth: int) -> Iterator[Any]:
+    """Run the iterator ``make()`` on a thread, ``depth`` items ahead of the consumer.
+
+    An exception in it is raised in the consumer; closing this generator stops the thread.
+    """
+    out: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            items = make()
+            try:
+                for item in items:
+                    if not put((True, item)):
+                        return
+            finally:
+                close = getattr(items, "close", None)
+                if close is not None:
+                    close()
+            put((False, None))
+        except BaseException as exc:  # surfaced on the consuming thread
+            put((False, exc))
+
+    thread = threading.Thread(target=produce, name=name, daemon=True)
+    thread.start()
+    try:
+        while True:
+            more, item = out.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+_Strip = tuple[list[Chip], np.ndarray, np.ndarray, _ValidRows]
+
+
+def _strips(info: SceneInfo, chips: Iterable[Chip]) -> Iterator[_Strip]:
+    """Per row of chips: its chips, the strip of rows they cover (values, valid mask), new rows.
+
+    Only the rows the previous strip did not hold are read (the full width, one request);
+    the rows shared with it are copied over.
+    """
+    strip: np.ndarray | None = None
+    strip_valid: np.ndarray | None = None
+    strip_row = read_end = 0
+    h, w = info.shape
+    for row in _chip_rows(chips):
+        top = row[0].row_off
+        height = max(c.shape[0] for c in row)
+        width = max(w, max(c.col_off + c.shape[1] for c in row))
+        start = max(top, read_end)
+        window = rasterio.windows.Window(0, start, width, top + height - start)
+        data, valid = info.read_valid(window, boundless=True)
+        if strip is not None and strip_valid is not None and start > top:
+            keep = slice(top - strip_row, start - strip_row)
+            data = np.concatenate([strip[:, keep], data], axis=1)
+            valid = np.concatenate([strip_valid[keep], valid], axis=0)
+        new_rows = _ValidRows(start, valid[start - top : min(h, top + height) - top, :w])
+        strip, strip_valid, strip_row, read_end = data, valid, top, top + height
+        yield row, data, valid, new_rows
+
+
+def _batches_from_strips(
+    strips: Iterator[_Strip], spec: ModelSpec, options: PredictOptions, raw: bool
+) -> Iterator[_Batch]:
+    """Cut and normalise the chips of each strip (``options.readers`` threads) into batches."""
+    readers = options.readers or 1
+    pool = ThreadPoolExecutor(readers, "geounet-read-chip") if readers > 1 else None
+    try:
+        pending: tuple[list[Chip], list[np.ndarray], list[np.ndarray], list[_ValidRows]]
+        pending = ([], [], [], [])
+        for row, data, valid, new_rows in strips:
+            pending[3].append(new_rows)
+
+            def cut(
+                chip: Chip, d: np.ndarray = data, v: np.ndarray = valid
+            ) -> tuple[np.ndarray, np.ndarray]:
+                cols = slice(chip.col_off, chip.col_off + chip.shape[1])
+                cv = v[: chip.shape[0], cols]
+                return _prepare_chip(spec, d[:, : chip.shape[0], cols], cv, raw), cv
+
+            cut_chips = pool.map(cut, row) if pool is not None else map(cut, row)
+            for chip, (x, v) in zip(row, cut_chips, strict=True):
+                pending[0].append(chip)
+                pending[1].append(x)
+                pending[2].append(v)
+                if len(pending[0]) == options.batch_size:
+                    yield pending[0], np.stack(pending[1]), pending[2], pending[3]
+                    pending = ([], [], [], [])
+        if pending[0]:
+            yield pending[0], np.stack(pending[1]), pending[2], pending[3]
+    finally:
+        if pool is not None:
+            pool.shutdown()
+        close = getattr(strips, "close", None)
+        if close is not None:  # stop the strip thread now, not when garbage collected
+            close()
+
+
 def _iter_strip_batches(
     info: SceneInfo,
     spec: ModelSpec,
@@ -364,91 +477,23 @@ def _iter_strip_batches(
     """Batches of chips cut from strips of rows, each scene row read and decoded once.
 
     Neighbouring chips overlap, so reading chip windows decoded 1.78x the scene's pixels (at a
-    quarter overlap) through one GDAL handle per thread. Here a reader thread reads the rows
-    of each row of chips that the previous one did not (the full width, one request: GDAL
-    decodes its blocks with its own threads), keeps the overlap, and cuts the chips from that
-    strip; the values are the same as a read of each chip's window. Memory: one strip of a
-    chip's height by the scene width, and the batches in the queue.
+    quarter overlap) through one GDAL handle per thread. Here one thread reads the rows of
+    each row of chips that the previous one did not (the full width, one request: GDAL
+    decodes its blocks with its own threads) while another cuts the chips of the strip before
+    from memory and batches them; the values are the same as a read of each chip's window.
+    Memory: a few strips of a chip's height by the scene width, and the batches in the queue.
 
     Yields:
         ``(chips, x, valids, rows)``: the batch's chips, their stacked engine input, their
         valid masks, and the scene valid rows read since the previous batch (see
         :class:`_ValidRows`), clipped to the scene.
     """
-    out: queue.Queue[_Batch | BaseException | None] = queue.Queue(maxsize=2)
-    stop = threading.Event()
 
-    def put(item: _Batch | BaseException | None) -> bool:
-        while not stop.is_set():
-            try:
-                out.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+    def batches() -> Iterator[_Batch]:
+        strips = _in_thread(lambda: _strips(info, chips), "geounet-read-strip", 1)
+        return _batches_from_strips(strips, spec, options, raw)
 
-    def produce() -> None:
-        readers = options.readers or 1
-        pool = ThreadPoolExecutor(readers, "geounet-read-chip") if readers > 1 else None
-        try:
-            pending: tuple[list[Chip], list[np.ndarray], list[np.ndarray], list[_ValidRows]]
-            pending = ([], [], [], [])
-            strip: np.ndarray | None = None
-            strip_valid: np.ndarray | None = None
-            strip_row = read_end = 0
-            h, w = info.shape
-            for row in _chip_rows(chips):
-                if stop.is_set():
-                    return
-                top = row[0].row_off
-                height = max(c.shape[0] for c in row)
-                width = max(w, max(c.col_off + c.shape[1] for c in row))
-                start = max(top, read_end)
-                window = rasterio.windows.Window(0, start, width, top + height - start)
-                data, valid = info.read_valid(window, boundless=True)
-                if strip is not None and start > top:  # keep the rows shared with the last row
-                    keep = slice(top - strip_row, start - strip_row)
-                    data = np.concatenate([strip[:, keep], data], axis=1)
-                    valid = np.concatenate([strip_valid[keep], valid], axis=0)
-                new_rows = valid[start - top : min(h, top + height) - top, :w]
-                pending[3].append(_ValidRows(start, new_rows))
-                strip, strip_valid, strip_row, read_end = data, valid, top, top + height
-
-                def cut(
-                    chip: Chip, d: np.ndarray = data, v: np.ndarray = valid
-                ) -> tuple[np.ndarray, np.ndarray]:
-                    cols = slice(chip.col_off, chip.col_off + chip.shape[1])
-                    cv = v[: chip.shape[0], cols]
-                    return _prepare_chip(spec, d[:, : chip.shape[0], cols], cv, raw), cv
-
-                cut_chips = pool.map(cut, row) if pool is not None else map(cut, row)
-                for chip, (x, v) in zip(row, cut_chips, strict=True):
-                    pending[0].append(chip)
-                    pending[1].append(x)
-                    pending[2].append(v)
-                    if len(pending[0]) == options.batch_size:
-                        if not put((pending[0], np.stack(pending[1]), pending[2], pending[3])):
-                            return
-                        pending = ([], [], [], [])
-            if pending[0]:
-                put((pending[0], np.stack(pending[1]), pending[2], pending[3]))
-            put(None)
-        except BaseException as exc:  # surfaced on the consuming thread
-            put(exc)
-        finally:
-            if pool is not None:
-                pool.shutdown()
-
-    reader = threading.Thread(target=produce, name="geounet-read", daemon=True)
-    reader.start()
-    try:
-        while (item := out.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        reader.join()
+    return _in_thread(batches, "geounet-read", 2)
 
 
 def _iter_batches(
