@@ -8,13 +8,16 @@ smooth brightness fields and sensor noise, seeded) is generated once into ``--wo
 cut into ``--chip`` x ``--chip`` chips at stride ``--stride`` (default: 256 chips of 512 px).
 Each contender runs in its own subprocess, one after the other, on the same scene:
 
-* ``plain read``: every chip window read with rasterio (all bands) and discarded, with the
-  same threads and GDAL settings as geounet: the I/O floor of tiling. A 1-thread line too.
+* ``I/O floor``: every chip window read with rasterio (all bands) and encoded with geounet's
+  chip profile (ZSTD level 1 + predictor, 256 px tiles, band interleave) into memory
+  (``/vsimem``, no files), with the same threads and GDAL settings as geounet: the floor of
+  tiling, and the headline ratio (target: geounet <= 1.3x its wall and CPU time).
+* ``plain read``: every chip window read and discarded, same threads: the decode floor alone.
+  A 1-thread line too.
 * ``geounet``: ``geounet.tiling.tile_scene`` without labels, default codec (ZSTD level 1 +
   predictor, 256 px blocks). It also computes the scene statistics and writes the chip index.
 * ``gdal_retile``: Debian's ``gdal_retile.py`` (single-threaded Python over GDAL 3.6) on the
-  same layout, once with the same codec as geounet (ZSTD 1 + predictor + 256 px blocks: the
-  apples-to-apples headline), once with its default (uncompressed, striped) output, and once
+  same layout, once with the same codec as geounet (ZSTD 1 + predictor + 256 px blocks), once with its default (uncompressed, striped) output, and once
   with the same codec and ``NUM_THREADS=ALL_CPUS`` (GDAL's own threaded compression).
 * ``geounet + labels`` (extra): the same with a generated polygon GeoPackage burnt into masks.
 
