@@ -22,6 +22,8 @@ from pathlib import Path
 import rasterio
 
 import geounet.tiling as tiling
+from geounet._chip_index import write_index
+from geounet._scene_set import PreparedScene
 from geounet._stats import BandStatsAccumulator
 from geounet.classes import ClassScheme
 from geounet.grid import ChipGrid
@@ -64,7 +66,8 @@ def main() -> None:
     options = tiling.TilingOptions(chip_size=a.chip, stride=a.chip)
     tmp = Path(tempfile.mkdtemp(prefix="geounet-prof-"))
     (tmp / "images").mkdir()
-    writer = tiling._ChipWriter(scene, grid, None, ClassScheme.default(), options, tmp)
+    prepared = PreparedScene(scene, grid, None, scene.name, None, 0)
+    writer = tiling._ChipWriter(prepared, ClassScheme.default(), options, tmp)
     chips = list(grid)[: a.chips]
     prof = cProfile.Profile(time.process_time)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -73,7 +76,7 @@ def main() -> None:
         records = [writer(chip) for chip in chips]
         prof.disable()
     t_idx = time.process_time()
-    tiling._write_index(tmp / "index.gpkg", [r for r in records if r], scene)
+    write_index(tmp / "index.gpkg", [r for r in records if r], {scene.name: scene.crs})
     PHASES["index.gpkg (geopandas)"] = time.process_time() - t_idx
     cpu, wall = time.process_time() - c0, time.perf_counter() - t0
     shutil.rmtree(tmp)

@@ -1,10 +1,11 @@
-"""Whole-scene prediction: reader threads -> batches -> model -> blend merger -> writer thread.
+"""Whole-scene prediction: reader thread -> batches -> model -> blend merger -> writer thread.
 
-Chips are read in row-major order by a pool of reader threads (GDAL releases the GIL while it
-decodes), batched through the model, blended by :class:`~geounet.stitching.BlendMerger` into
-full-width strips, and the strips are written by a writer thread. Reading, compute and writing
-therefore overlap, and peak memory is set by the chip size, the batch and one strip of rows,
-never by the scene size.
+A reader thread reads the scene in strips of rows, each row once (GDAL releases the GIL while
+it decodes), cuts the chips in row-major order from them and batches them; the batches go
+through the model, are blended by :class:`~geounet.stitching.BlendMerger` into full-width
+strips, and the strips are written by a writer thread. Reading, compute and writing therefore
+overlap, and peak memory is set by the chip size, the batch and one strip of rows, never by
+the scene size.
 
 Outputs in ``out_dir``:
     classes.tif       COG, uint8 class ids, scene CRS and transform bit-for-bit, palette with the
@@ -25,8 +26,9 @@ import logging
 import os
 import queue
 import shutil
+import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,9 +86,10 @@ class PredictOptions:
         tta: Average the 8 flips/rotations (8x the compute).
         probabilities: Also write ``probabilities.tif``.
         device: ``cpu``, ``cuda`` or ``auto`` (cuda when available).
-        readers: Reader threads (GDAL decodes in parallel). ``None``: 2 on a CPU, where the
-            model needs the cores, and one per core (at most 16) on a GPU, where decoding is
-            the bottleneck.
+        readers: Threads cutting and normalising chips from the strips of rows the reader
+            thread reads (GDAL decodes each strip with its own threads). ``None``: 1 on a
+            CPU, where the model needs the cores, and one per core (at most 16) on a GPU,
+            where decoding is the bottleneck (see :func:`cpu_thread_plan`).
         compile: ``torch.compile`` the model first (GPU; pays off on large scenes). The last,
             partial batch is padded to ``batch_size`` so the compiled model sees one shape.
         nodata: Override of the scene files' nodata (one value, or one per band); ``None``:
@@ -235,15 +238,17 @@ def predict_scene(
         raise ConfigError(f"overlap {overlap} must be smaller than the chip size {chip}.")
     edge = "pad" if min(info.shape) < chip else "shift"
     grid = ChipGrid.from_scene(info, chip, chip - overlap, edge)
+    threads = cpu_thread_plan(engine.device_type)
     if options.readers is None:
-        readers = 2 if engine.device_type == "cpu" else min(os.cpu_count() or 2, 16)
-        options = dataclasses.replace(options, readers=readers)
+        options = dataclasses.replace(options, readers=threads["readers"])
+    # GDAL (decoding the scene, compressing the working files) gets the cores torch leaves.
+    env = {**GDAL_ENV, "GDAL_NUM_THREADS": str(threads["gdal"])}
     out = Path(out_dir)
     # Other files in `out` stay; an old probabilities.tif goes when this run writes none.
     # A failure, a kill or a cancelling `progress` callback leaves the previous set.
     with staged_output(out, owned=OUTPUT_NAMES) as work:
         (work / ".working").mkdir()
-        with rasterio.Env(**GDAL_ENV), engine.session():
+        with rasterio.Env(**env), engine.session():
             _run(engine, spec, info, grid, options, work / ".working", progress)
             _publish(work / ".working", work, spec, options.probabilities)
         shutil.rmtree(work / ".working")
@@ -271,53 +276,268 @@ def _is_data_array(value: object) -> bool:
     return any(c.__name__ == "DataArray" for c in type(value).__mro__)
 
 
+def cpu_thread_plan(device_type: str = "cpu") -> dict[str, int]:
+    """How predict shares the cores between torch and GDAL (and how many reader threads).
+
+    On a CPU the forward pass is the work and it already uses every core torch is given, so
+    GDAL decodes (and compresses the working files) with the cores torch leaves free, at least
+    one, and one reader thread reads each scene strip once and prepares the chips: more threads
+    there only took cores from the model (on 2 cores the end-to-end time swung from 1.2x to 2x
+    the model's with that contention). On a GPU decoding is the bottleneck: every core decodes.
+
+    Args:
+        device_type: ``cpu`` or ``cuda``.
+
+    Returns:
+        ``{"torch": intra-op threads, "gdal": GDAL_NUM_THREADS, "readers": reader threads}``.
+    """
+    cores = _cores()
+    if device_type != "cpu":
+        return {"torch": 0, "gdal": cores, "readers": min(cores, 16)}
+    # The ONNX engine runs without torch; onnxruntime's threads default to the cores too.
+    torch = sys.modules.get("torch")
+    torch_threads = torch.get_num_threads() if torch is not None else cores
+    return {"torch": torch_threads, "gdal": max(1, cores - torch_threads), "readers": 1}
+
+
+def _cores() -> int:
+    """CPUs this process may run on (its affinity, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _read_chip(
     info: SceneInfo, spec: ModelSpec, chip: Chip, raw: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """A normalised float32 chip (0 at nodata) and its valid mask; ``raw``: NaN at nodata."""
     data, valid = info.read_valid(chip.window, boundless=True)
+    return _prepare_chip(spec, data, valid, raw), valid
+
+
+def _prepare_chip(spec: ModelSpec, data: np.ndarray, valid: np.ndarray, raw: bool) -> np.ndarray:
+    """Chip values as the engine takes them: normalised float32 (0 at nodata), or raw (NaN)."""
     if raw:  # the engine (an ONNX graph) applies the recipe, normalises and masks NaN itself
         x = data.astype(np.float32)
         if spec.recipe is not None and spec.scene_offset not in (None, spec.recipe.offset):
             # The graph adds the training scene's offset; this scene needs its own.
             x += np.float32(spec.scene_offset - spec.recipe.offset)
         x[:, ~valid] = np.nan
-        return x, valid
+        return x
     if spec.recipe is not None:  # harmonise, scale, index channels: exactly as in training
-        return spec.recipe.apply(data, valid, offset=spec.scene_offset), valid
+        return spec.recipe.apply(data, valid, offset=spec.scene_offset)
     # In place: one float32 copy per chip instead of three temporaries.
     x = data.astype(np.float32)
     x -= spec.mean[:, None, None]
     x /= spec.std[:, None, None]
     x[:, ~valid] = 0.0
-    return x, valid
+    return x
+
+
+@dataclass(frozen=True)
+class _ValidRows:
+    """The scene's valid mask of rows ``[row_off, row_off + len(values))``, full width."""
+
+    row_off: int
+    values: np.ndarray
+
+
+_Batch = tuple[list[Chip], np.ndarray, list[np.ndarray], list[_ValidRows]]
+
+
+def _chip_rows(chips: Iterable[Chip]) -> list[list[Chip]]:
+    """Chips grouped by ``row_off``, in the (row-major) order given."""
+    rows: list[list[Chip]] = []
+    for chip in chips:
+        if rows and rows[-1][0].row_off == chip.row_off:
+            rows[-1].append(chip)
+        else:
+            rows.append([chip])
+    return rows
+
+
+def _in_thread(make: Callable[[], Iterator[Any]], name: str, depth: int) -> Iterator[Any]:
+    """Run the iterator ``make()`` on a thread, ``depth`` items ahead of the consumer.
+
+    An exception in it is raised in the consumer; closing this generator stops the thread.
+    """
+    out: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            items = make()
+            try:
+                for item in items:
+                    if not put((True, item)):
+                        return
+            finally:
+                close = getattr(items, "close", None)
+                if close is not None:
+                    close()
+            put((False, None))
+        except BaseException as exc:  # surfaced on the consuming thread
+            put((False, exc))
+
+    thread = threading.Thread(target=produce, name=name, daemon=True)
+    thread.start()
+    try:
+        while True:
+            more, item = out.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+_Strip = tuple[list[Chip], np.ndarray, np.ndarray, _ValidRows]
+
+
+def _strips(info: SceneInfo, chips: Iterable[Chip]) -> Iterator[_Strip]:
+    """Per row of chips: its chips, the strip of rows they cover (values, valid mask), new rows.
+
+    Only the rows the previous strip did not hold are read (the full width, one request);
+    the rows shared with it are copied over.
+    """
+    strip: np.ndarray | None = None
+    strip_valid: np.ndarray | None = None
+    strip_row = read_end = 0
+    h, w = info.shape
+    for row in _chip_rows(chips):
+        top = row[0].row_off
+        height = max(c.shape[0] for c in row)
+        width = max(w, max(c.col_off + c.shape[1] for c in row))
+        start = max(top, read_end)
+        window = rasterio.windows.Window(0, start, width, top + height - start)
+        data, valid = info.read_valid(window, boundless=True)
+        if strip is not None and strip_valid is not None and start > top:
+            keep = slice(top - strip_row, start - strip_row)
+            data = np.concatenate([strip[:, keep], data], axis=1)
+            valid = np.concatenate([strip_valid[keep], valid], axis=0)
+        new_rows = _ValidRows(start, valid[start - top : min(h, top + height) - top, :w])
+        strip, strip_valid, strip_row, read_end = data, valid, top, top + height
+        yield row, data, valid, new_rows
+
+
+def _batches_from_strips(
+    strips: Iterator[_Strip], spec: ModelSpec, options: PredictOptions, raw: bool
+) -> Iterator[_Batch]:
+    """Cut and normalise the chips of each strip (``options.readers`` threads) into batches."""
+    readers = options.readers or 1
+    pool = ThreadPoolExecutor(readers, "geounet-read-chip") if readers > 1 else None
+    try:
+        pending: tuple[list[Chip], list[np.ndarray], list[np.ndarray], list[_ValidRows]]
+        pending = ([], [], [], [])
+        for row, data, valid, new_rows in strips:
+            pending[3].append(new_rows)
+
+            def cut(
+                chip: Chip, d: np.ndarray = data, v: np.ndarray = valid
+            ) -> tuple[np.ndarray, np.ndarray]:
+                cols = slice(chip.col_off, chip.col_off + chip.shape[1])
+                cv = v[: chip.shape[0], cols]
+                return _prepare_chip(spec, d[:, : chip.shape[0], cols], cv, raw), cv
+
+            cut_chips = pool.map(cut, row) if pool is not None else map(cut, row)
+            for chip, (x, v) in zip(row, cut_chips, strict=True):
+                pending[0].append(chip)
+                pending[1].append(x)
+                pending[2].append(v)
+                if len(pending[0]) == options.batch_size:
+                    yield pending[0], np.stack(pending[1]), pending[2], pending[3]
+                    pending = ([], [], [], [])
+        if pending[0]:
+            yield pending[0], np.stack(pending[1]), pending[2], pending[3]
+    finally:
+        if pool is not None:
+            pool.shutdown()
+        close = getattr(strips, "close", None)
+        if close is not None:  # stop the strip thread now, not when garbage collected
+            close()
+
+
+def _iter_strip_batches(
+    info: SceneInfo,
+    spec: ModelSpec,
+    chips: Iterable[Chip],
+    options: PredictOptions,
+    raw: bool = False,
+) -> Iterator[_Batch]:
+    """Batches of chips cut from strips of rows, each scene row read and decoded once.
+
+    Neighbouring chips overlap, so reading chip windows decoded 1.78x the scene's pixels (at a
+    quarter overlap) through one GDAL handle per thread. Here one thread reads the rows of
+    each row of chips that the previous one did not (the full width, one request: GDAL
+    decodes its blocks with its own threads) while another cuts the chips of the strip before
+    from memory and batches them; the values are the same as a read of each chip's window.
+    Memory: a few strips of a chip's height by the scene width, and the batches in the queue.
+
+    Yields:
+        ``(chips, x, valids, rows)``: the batch's chips, their stacked engine input, their
+        valid masks, and the scene valid rows read since the previous batch (see
+        :class:`_ValidRows`), clipped to the scene.
+    """
+
+    def batches() -> Iterator[_Batch]:
+        strips = _in_thread(lambda: _strips(info, chips), "geounet-read-strip", 1)
+        return _batches_from_strips(strips, spec, options, raw)
+
+    return _in_thread(batches, "geounet-read", 2)
 
 
 def _iter_batches(
-    info: SceneInfo, spec: ModelSpec, grid: ChipGrid, options: PredictOptions, raw: bool
+    info: SceneInfo,
+    spec: ModelSpec,
+    grid: Iterable[Chip],
+    options: PredictOptions,
+    raw: bool = False,
 ) -> Iterator[tuple[list[Chip], np.ndarray, list[np.ndarray]]]:
-    """Batches of chips in row-major order, read ahead by a thread pool (bounded look-ahead)."""
-    chips = list(grid)
-    readers = options.readers or 2
-    with ThreadPoolExecutor(max_workers=readers) as pool:
-        pending: queue.SimpleQueue = queue.SimpleQueue()
-        # Enough chips in flight for every reader to stay busy while a batch is consumed.
-        ahead = max(2 * options.batch_size, readers + options.batch_size)
-        submitted = 0
-        for _ in range(min(ahead, len(chips))):
-            pending.put(pool.submit(_read_chip, info, spec, chips[submitted], raw))
-            submitted += 1
-        for start in range(0, len(chips), options.batch_size):
-            batch = chips[start : start + options.batch_size]
-            xs, valids = [], []
-            for _ in batch:
-                x, v = pending.get().result()
-                xs.append(x)
-                valids.append(v)
-                if submitted < len(chips):
-                    pending.put(pool.submit(_read_chip, info, spec, chips[submitted], raw))
-                    submitted += 1
-            yield batch, np.stack(xs), valids
+    """Batches ``(chips, x, valids)`` of chips in row-major order, read ahead by a thread."""
+    for chips, x, valids, _ in _iter_strip_batches(info, spec, grid, options, raw):
+        yield chips, x, valids
+
+
+def _next_batch(batches: Iterator[_Batch]) -> _Batch | None:
+    """The next batch, or ``None`` at the end (a function so that a bench can time the wait)."""
+    return next(batches, None)
+
+
+class _ValidMask:
+    """The scene's valid rows from the reader, until the merged strips that need them go out."""
+
+    def __init__(self) -> None:
+        self._rows: list[_ValidRows] = []
+
+    def add(self, rows: list[_ValidRows]) -> None:
+        self._rows += [r for r in rows if len(r.values)]
+
+    def take(self, window: rasterio.windows.Window) -> np.ndarray:
+        """``(window.height, scene width)`` bool of the strip ``window``; drops rows above it."""
+        top, bottom = int(window.row_off), int(window.row_off + window.height)
+        parts = []
+        for r in self._rows:
+            end = r.row_off + len(r.values)
+            if end > top and r.row_off < bottom:
+                parts.append(r.values[max(top - r.row_off, 0) : bottom - r.row_off])
+        self._rows = [r for r in self._rows if r.row_off + len(r.values) > bottom]
+        mask = np.concatenate(parts) if len(parts) != 1 else parts[0].copy()
+        if mask.shape[0] != bottom - top:  # every predicted row was read; a bug otherwise
+            raise RuntimeError(f"valid rows of {window} missing ({mask.shape[0]} rows held).")
+        return mask
 
 
 class _StripWriter:
@@ -342,34 +562,38 @@ class _StripWriter:
             with self.probs.errors():  # value * 1/255 = p (GDAL, QGIS and rioxarray apply it)
                 self.probs.dataset.scales = (PROBABILITY_SCALE,) * k  # type: ignore[union-attr]
                 self.probs.dataset.offsets = (0.0,) * k  # type: ignore[union-attr]
-        self.queue: queue.Queue[MergedStrip | None] = queue.Queue(maxsize=4)
+        self.queue: queue.Queue[tuple[MergedStrip, np.ndarray] | None] = queue.Queue(maxsize=4)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._loop, name="geounet-writer", daemon=True)
         self.thread.start()
 
-    def put(self, strip: MergedStrip) -> None:
+    def put(self, strip: MergedStrip, valid: np.ndarray) -> None:
+        """Queue a merged strip of class probabilities and the scene's valid mask of its rows."""
         if self.error is not None:
             raise self.error
-        self.queue.put(strip)
+        self.queue.put((strip, valid))
 
     def _loop(self) -> None:
         try:
-            while (strip := self.queue.get()) is not None:
-                self._write(strip)
+            while (item := self.queue.get()) is not None:
+                self._write(*item)
         except BaseException as exc:  # surfaced on the main thread by put()/close()
             self.error = exc
             while self.queue.get() is not None:
                 pass
 
-    def _write(self, strip: MergedStrip) -> None:
-        values = strip.values
-        probs, valid = values[:-1], values[-1] >= 0.5
-        valid &= ~np.isnan(probs).any(axis=0)
-        classes = np.argmax(np.nan_to_num(probs, nan=-1.0), axis=0).astype(np.uint8)
+    def _write(self, strip: MergedStrip, valid: np.ndarray) -> None:
+        probs = strip.values
+        # Pixels no chip covered are NaN (and invalid).
+        nan = np.isnan(probs).any(axis=0)
+        valid &= ~nan
+        if nan.any():
+            probs = np.nan_to_num(probs, nan=-1.0)
+        classes = np.argmax(probs, axis=0).astype(np.uint8)
         classes[~valid] = self.ignore
         self.classes.write(classes[np.newaxis], window=strip.window)
         if self.probs is not None:
-            p8 = to_uint8_probabilities(np.nan_to_num(probs, nan=0.0))
+            p8 = to_uint8_probabilities(probs)  # -1 (no chip) clips to 0, as NaN did
             p8[:, ~valid] = 0
             self.probs.write(p8, window=strip.window)
             # 0 is a probability, so nodata is said by the file's internal mask (what GDAL and
@@ -398,25 +622,26 @@ def _run(
     from tqdm.auto import tqdm
 
     k = spec.scheme.num_classes
-    # The valid mask travels as one more channel: every chip gives a pixel the same 0/1, and
-    # the merger returns equal values exactly, so blending cannot smear nodata.
+    # Only the classes are blended: the valid mask comes from the reader, row by row (every
+    # chip gives a pixel the same validity, so blending it as one more channel, as before,
+    # returned the same 0/1 at a fifth more blending work).
     merger = BlendMerger(
-        info.shape, k + 1, grid.chip_size, blend=options.blend,
+        info.shape, k, grid.chip_size, blend=options.blend,
         overlap=(grid.chip_size[0] - grid.stride[0], grid.chip_size[1] - grid.stride[1]),
     )  # fmt: skip
+    valid_rows = _ValidMask()
     writer = _StripWriter(info, spec, work, options.probabilities)
     progress = tqdm(total=len(grid), unit="chip", desc=f"predicting {info.name}", leave=False)
 
-    def merge(chips: list[Chip], probs: np.ndarray, valids: list[np.ndarray]) -> None:
+    def merge(chips: list[Chip], probs: np.ndarray) -> None:
         h, w = info.shape
-        for chip, p, v in zip(chips, probs, valids, strict=True):
-            stacked = np.concatenate([p, v[np.newaxis].astype(np.float32)])
-            # Padded chips (scene smaller than a chip) are cropped back to the scene.
+        for chip, p in zip(chips, probs, strict=True):
+            # Padded chips (scene smaller than a chip) are cropped back to the scene: a view.
             ch = min(chip.shape[0], h - chip.row_off)
             cw = min(chip.shape[1], w - chip.col_off)
             window = rasterio.windows.Window(chip.col_off, chip.row_off, cw, ch)
-            for strip in merger.add(stacked[:, :ch, :cw], window):
-                writer.put(strip)
+            for strip in merger.add(p[:, :ch, :cw], window):
+                writer.put(strip, valid_rows.take(strip.window))
         progress.update(len(chips))
         if callback is not None:
             callback(progress.n, len(grid))
@@ -427,9 +652,11 @@ def _run(
     # CPU the model already uses every core, and a merge thread measured no faster.
     pipelined = engine.device_type in _MERGE_THREAD_DEVICES
     merging: Future[None] | None = None
+    batches = _iter_strip_batches(info, spec, grid, options, engine.raw_input)
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="geounet-merge") as pool:
-            for chips, x, valids in _iter_batches(info, spec, grid, options, engine.raw_input):
+            while (batch := _next_batch(batches)) is not None:
+                chips, x, _, rows = batch
                 probs = engine(x)
                 if probs.shape[1] != k:
                     raise ConfigError(
@@ -438,15 +665,17 @@ def _run(
                     )
                 if merging is not None:
                     merging.result()
+                valid_rows.add(rows)  # after the last merge: it only appends rows below
                 if pipelined:
-                    merging = pool.submit(merge, chips, probs, valids)
+                    merging = pool.submit(merge, chips, probs)
                 else:
-                    merge(chips, probs, valids)
+                    merge(chips, probs)
             if merging is not None:
                 merging.result()
         for strip in merger.finalize():
-            writer.put(strip)
+            writer.put(strip, valid_rows.take(strip.window))
     finally:
+        batches.close()
         progress.close()
         writer.close()
 
