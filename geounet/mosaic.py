@@ -65,6 +65,7 @@ from typing import Any, Literal
 import numpy as np
 
 from geounet import __version__
+from geounet._cluster_vectorize import vectorize_raster_on_cluster
 from geounet._files import staged_output, write_errors, write_text_atomic
 from geounet.errors import ConfigError, InputFileError
 
@@ -76,6 +77,7 @@ __all__ = [
     "MosaicResult",
     "plan_blocks",
     "predict_mosaic",
+    "vectorize_raster_on_cluster",
 ]
 
 BLOCKS_DIR = "blocks"
@@ -677,6 +679,28 @@ def predict_mosaic(
     }
     path = write_text_atomic(out / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
     return MosaicResult(out, ordered, path, seconds, outputs)
+
+
+def report_mosaic(result: MosaicResult) -> None:
+    """Echo a :class:`MosaicResult` for the CLI; fail (exit 1) naming the failed blocks."""
+    import click  # noqa: PLC0415
+
+    total, failed = len(result.blocks), result.failed
+    skipped = sum(b.status == "skipped" for b in result.blocks)
+    click.echo(
+        f"predicted {len(result.computed)} of {total} blocks ({skipped} finished earlier) into "
+        f"{result.out_dir} in {result.seconds:.1f} s; summary in {result.manifest}"
+    )
+    if failed:
+        lines = "\n".join(f"  {b.block_id}: {b.error}" for b in failed)
+        raise click.ClickException(
+            f"{len(failed)} of {total} blocks failed (tracebacks in {result.manifest}); the "
+            f"others are finished, and a rerun with the same options predicts only these:\n{lines}"
+        )
+    if "classes" in result.outputs:
+        click.echo(f"wrote {result.outputs['classes']}")
+    elif "classes_vrt" in result.outputs:
+        click.echo(f"wrote {result.outputs['classes_vrt']}")
 
 
 def _run_blocks(

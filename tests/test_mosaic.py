@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import pytest
 import rasterio
 import torch
 from _models import BANDS, make_model_file, make_sample_model_file, write_sample_crop
+from _rasters import UTM_GRID, write_class_raster
 from affine import Affine
 
 from geounet.classes import ClassScheme
@@ -249,3 +251,70 @@ def test_scenes_off_one_grid_are_refused_before_any_task(tmp_path):
     nowhere = ClusterOptions(scheduler="tcp://127.0.0.1:9")
     with pytest.raises(GridMismatchError, match="b.tif lies 0.500 columns"):
         predict_mosaic(model, [a, b], tmp_path / "out", cluster=nowhere)
+
+
+@pytest.mark.parametrize("simplify_m", [0.0, 15.0])
+def test_polygons_on_the_cluster_equal_the_single_process_vectoriser(tmp_path, client, simplify_m):
+    import geopandas as gpd
+    from geopandas.testing import assert_geodataframe_equal
+
+    from geounet.mosaic import vectorize_raster_on_cluster
+    from geounet.vectorize import vectorize_raster
+
+    rng = np.random.default_rng(3)
+    coarse = rng.integers(0, 4, (15, 17)).astype(np.uint8)
+    data = np.kron(coarse, np.ones((10, 10), np.uint8))  # regions crossing many block seams
+    noise = rng.random(data.shape) < 0.05
+    data[noise] = rng.integers(0, 4, noise.sum())
+    data[60:70, 80:95] = 255  # nodata: a hole in the polygons
+    classes = write_class_raster(tmp_path / "classes.tif", data)
+    probs = tmp_path / "probabilities.tif"
+    profile = dict(driver="GTiff", width=170, height=150, count=4, dtype="uint8",
+                   crs="EPSG:32633", transform=UTM_GRID)  # fmt: skip
+    with rasterio.open(probs, "w", **profile) as dst:
+        dst.write(rng.integers(0, 256, (4, 150, 170), dtype=np.uint8))
+    kwargs = dict(probabilities_path=probs, simplify_m=simplify_m, min_area_m2=200.0,
+                  block_size=48)  # fmt: skip
+    single = vectorize_raster(classes, tmp_path / "single.gpkg", **kwargs)
+    many = vectorize_raster_on_cluster(
+        classes, tmp_path / "many.gpkg", cluster=ClusterOptions(scheduler=client), **kwargs
+    )
+    want, got = gpd.read_file(single, layer="polygons"), gpd.read_file(many, layer="polygons")
+    assert len(want) > 50 and want.geometry.interiors.map(len).sum() > 0
+    assert_geodataframe_equal(got, want)  # same order, attributes and vertices
+
+
+def test_cli_predicts_a_mosaic_and_vectorizes_it_on_the_cluster(tmp_path, client, sample_model):
+    from click.testing import CliRunner
+
+    from geounet.cli.main import cli
+    from geounet.vectorize import vectorize_raster
+
+    scenes = [str(p) for p in _scenes(tmp_path / "scenes")]
+    address = client.scheduler.address
+    out = tmp_path / "map"
+    args = ["predict", str(sample_model), *scenes, "--out", str(out), "--mosaic",
+            "--scheduler", address, "--block-size", "64", "--chip-size", "32", "--overlap", "8",
+            "--device", "cpu"]  # fmt: skip
+    run = CliRunner().invoke(cli, args)
+    assert run.exit_code == 0, run.output
+    assert "predicted 6 of 6 blocks (0 finished earlier)" in run.output
+    again = CliRunner().invoke(cli, args)
+    assert "predicted 0 of 6 blocks (6 finished earlier)" in again.output, again.output
+    options = dataclasses.replace(OPTIONS, probabilities=False)
+    single = predict_scene(sample_model, out / "mosaic.vrt", tmp_path / "single", options=options)
+    _assert_same_raster(out / "classes.tif", single.classes)
+    run = CliRunner().invoke(cli, ["vectorize", str(out / "classes.vrt"), "--out",
+                                   str(tmp_path / "map.gpkg"), "--scheduler", address])  # fmt: skip
+    assert run.exit_code == 0, run.output
+    want = vectorize_raster(single.classes, tmp_path / "single.gpkg")
+    import geopandas as gpd
+    from geopandas.testing import assert_geodataframe_equal
+
+    assert_geodataframe_equal(
+        gpd.read_file(tmp_path / "map.gpkg", layer="polygons"),
+        gpd.read_file(want, layer="polygons"),
+    )
+    bad = CliRunner().invoke(cli, ["predict", str(sample_model), "--out", str(out), "--mosaic",
+                                   "--scenes", scenes[0]])  # fmt: skip
+    assert bad.exit_code == 2 and "--mosaic predicts SCENE" in bad.output
