@@ -28,7 +28,7 @@ from affine import Affine
 from geounet.classes import ClassScheme
 from geounet.data import Normalization
 from geounet.distributed import ClusterOptions
-from geounet.inference import PredictOptions, predict_scene
+from geounet.inference import PredictOptions
 from geounet.modelfile import ModelMetadata, save_model_file
 from geounet.models import create_model, describe_model
 from geounet.mosaic import MosaicOptions, _setup, plan_blocks, predict_mosaic
@@ -41,7 +41,9 @@ def _scenes(folder: Path, size: int) -> list[Path]:
     half = size // 2 + 32
     rng = np.random.default_rng(0)
     paths = []
-    for i, (row, col) in enumerate(((0, 0), (0, size - half), (size - half, 0), (size - half,) * 2)):
+    for i, (row, col) in enumerate(
+        ((0, 0), (0, size - half), (size - half, 0), (size - half,) * 2)
+    ):
         path = folder / f"scene{i}.tif"
         t = Affine(10.0, 0.0, 330000.0 + 10 * col, 0.0, -10.0, 5822040.0 - 10 * row)
         profile = dict(driver="GTiff", width=half, height=half, count=4, dtype="uint16",

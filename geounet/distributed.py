@@ -19,11 +19,10 @@ A scene that still fails is reported in the result and ``run.json``; the others'
 The model is shipped once per worker, not per scene: a worker plugin carries the model file's
 bytes, loads them once per worker process and keeps the model for every scene of the run.
 
-One huge mosaic (say a VRT of hundreds of scenes) is one task: :func:`predict_scene` streams it
-with memory bounded by a strip of chips, so one worker handles any size. It is not cut into
-block windows across workers: the seams would need the chip overlap blended across window
-borders and one COG assembled from the pieces, and a GPU worker is input-bound on one scene
-anyway. To spread a mosaic over workers, pass the scenes it is made of.
+One huge mosaic (say a VRT of hundreds of scenes) given to :func:`predict_scenes` is one task:
+:func:`predict_scene` streams it with memory bounded by a strip of chips. To spread one mosaic
+over many workers as one seamless map, use :func:`geounet.mosaic.predict_mosaic` (``geounet
+predict --mosaic``): it cuts the map into blocks whose pixels equal the single-process run's.
 
 dask is imported inside the functions, so ``import geounet.distributed`` stays light.
 """

@@ -296,7 +296,12 @@ def predict_block_task(
     from geounet._cluster import _MODELS  # noqa: PLC0415
 
     start = time.perf_counter()
-    model, metadata = _MODELS[model_key]
+    try:
+        model, metadata = _MODELS[model_key]
+    except KeyError:
+        raise RuntimeError(
+            f"this worker has no model {model_key}: its plugin did not load; see its log."
+        ) from None
     blocks_dir = Path(out_dir) / BLOCKS_DIR
     predict_block(model, source, block, blocks_dir / block.block_id, options, metadata=metadata)
     seconds = time.perf_counter() - start
@@ -630,7 +635,10 @@ def predict_mosaic(
                 client.register_plugin(ModelPlugin(plugin_name, **plugin_kwargs), name=plugin_name)
                 runs |= _run_blocks(client, plugin_name, source, todo, out, options,
                                     fingerprint, cluster.retries)  # fmt: skip
-            if all(r.status != "failed" for r in runs.values()):
+            previous = _previous_outputs(out, fingerprint, mosaic_options.assemble)
+            if not todo and previous is not None:  # finished earlier: nothing to redo
+                outputs = previous
+            elif all(r.status != "failed" for r in runs.values()):
                 future = client.submit(
                     assemble_task, str(out), source, blocks, spec.scheme.to_dict(),
                     options.probabilities, mosaic_options.assemble, info.name,
@@ -679,6 +687,24 @@ def predict_mosaic(
     }
     path = write_text_atomic(out / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
     return MosaicResult(out, ordered, path, seconds, outputs)
+
+
+def _previous_outputs(out: Path, fingerprint: str, assemble: bool) -> dict[str, Path] | None:
+    """The outputs of an earlier, complete run with the same fingerprint, if all still exist."""
+    try:
+        manifest = json.loads((out / MANIFEST_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    outputs = {k: Path(v) for k, v in manifest.get("outputs", {}).items()}
+    if (
+        manifest.get("fingerprint") != fingerprint
+        or manifest.get("blocks_failed", 1)
+        or ("classes" in outputs) != assemble
+        or "classes_vrt" not in outputs
+        or not all(p.exists() for p in outputs.values())
+    ):
+        return None
+    return outputs
 
 
 def report_mosaic(result: MosaicResult) -> None:
