@@ -318,3 +318,36 @@ def test_cli_predicts_a_mosaic_and_vectorizes_it_on_the_cluster(tmp_path, client
     bad = CliRunner().invoke(cli, ["predict", str(sample_model), "--out", str(out), "--mosaic",
                                    "--scenes", scenes[0]])  # fmt: skip
     assert bad.exit_code == 2 and "--mosaic predicts SCENE" in bad.output
+
+
+@pytest.mark.parametrize("nodata", [None, 0])
+def test_mosaic_vrt_matches_gdalbuildvrt(tmp_path, nodata):
+    import shutil
+    import subprocess
+
+    from geounet._mosaic_vrt import mosaic_vrt
+
+    paths = []
+    for i, (row, col) in enumerate(((0, 0), (20, 30), (45, 5))):  # an uncovered corner
+        t = Affine(10.0, 0.0, 330000.0 + 10 * col, 0.0, -10.0, 5822040.0 - 10 * row)
+        path = make_synthetic_scene(tmp_path / f"s{i}.tif", shape=(40, 50), count=4,
+                                    fill="random", transform=t, nodata=nodata)  # fmt: skip
+        if nodata is not None:
+            with rasterio.open(path, "r+") as ds:
+                data = ds.read()
+                data[:, 5:15, 5:15] = 0  # a hole the scene below shows through
+                ds.write(data)
+        paths.append(path)
+    ours = mosaic_vrt(paths, tmp_path / "ours.vrt")
+    with rasterio.open(ours) as ds:
+        assert (ds.height, ds.width) == (85, 80) and ds.transform.c == 330000.0
+        data, mask = ds.read(), ds.read_masks(1)
+    assert (mask[60:, 60:] == 0).all()  # no scene there: nodata, not zeros taken for data
+    if shutil.which("gdalbuildvrt") is None:
+        pytest.skip("gdalbuildvrt is not installed")
+    theirs = tmp_path / "theirs.vrt"
+    subprocess.run(["gdalbuildvrt", "-q", str(theirs), *map(str, paths)], check=True)
+    with rasterio.open(theirs) as ds:
+        np.testing.assert_array_equal(data, ds.read())
+        if nodata is not None:
+            np.testing.assert_array_equal(mask, ds.read_masks(1))
