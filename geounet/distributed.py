@@ -19,11 +19,10 @@ A scene that still fails is reported in the result and ``run.json``; the others'
 The model is shipped once per worker, not per scene: a worker plugin carries the model file's
 bytes, loads them once per worker process and keeps the model for every scene of the run.
 
-One huge mosaic (say a VRT of hundreds of scenes) is one task: :func:`predict_scene` streams it
-with memory bounded by a strip of chips, so one worker handles any size. It is not cut into
-block windows across workers: the seams would need the chip overlap blended across window
-borders and one COG assembled from the pieces, and a GPU worker is input-bound on one scene
-anyway. To spread a mosaic over workers, pass the scenes it is made of.
+One huge mosaic (say a VRT of hundreds of scenes) given to :func:`predict_scenes` is one task:
+:func:`predict_scene` streams it with memory bounded by a strip of chips. To spread one mosaic
+over many workers as one seamless map, use :func:`geounet.mosaic.predict_mosaic` (``geounet
+predict --mosaic``): it cuts the map into blocks whose pixels equal the single-process run's.
 
 dask is imported inside the functions, so ``import geounet.distributed`` stays light.
 """
@@ -281,6 +280,51 @@ def _default_workers(n_scenes: int, gpu: bool) -> int:
     return 1 if gpu else max(1, min(n_scenes, local_cpus()))
 
 
+def _model_plugin(model: Any, metadata: Any) -> tuple[Any, dict[str, Any], str, str]:
+    """The model's spec, the :class:`~geounet._cluster.ModelPlugin` arguments, digest and name.
+
+    The digest fingerprints the model: a file's bytes, or a module's class and weights (so a
+    rerun with the same weights can reuse finished work). The plugin's name holds a file's
+    digest (registering the same file again is a no-op) but is new for every module: two
+    modules with equal weights may still differ in code.
+
+    Raises:
+        ConfigError: An ONNX file (dask runs the torch engine), or a module without metadata.
+        InputFileError, ModelFileError: The model file is missing or unreadable.
+    """
+    import hashlib  # noqa: PLC0415
+
+    from geounet.inference import ModelSpec  # noqa: PLC0415
+    from geounet.modelfile import read_model_metadata  # noqa: PLC0415
+
+    if isinstance(model, str | Path) and Path(model).suffix.lower() == ".onnx":
+        raise ConfigError(
+            f"{model}: many scenes on dask run the torch engine only; give the .safetensors "
+            "model file, or predict the scenes one by one with the onnx engine."
+        )
+    if isinstance(model, str | Path):
+        payload = Path(model).read_bytes() if Path(model).is_file() else b""
+        spec = ModelSpec.from_metadata(read_model_metadata(model))  # names a missing file
+        digest = hashlib.sha256(payload).hexdigest()
+        kwargs = {"payload": payload, "source": str(model)}
+        return spec, kwargs, digest, f"geounet-model-{digest[:16]}"
+    if metadata is None:
+        raise ConfigError(
+            "predicting with an nn.Module needs metadata (bands, normalization, classes); "
+            "pass metadata=... or a model file path."
+        )
+    spec = metadata if isinstance(metadata, ModelSpec) else ModelSpec.from_metadata(metadata)
+    digest = hashlib.sha256(type(model).__qualname__.encode())
+    try:
+        for name, tensor in model.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().numpy().tobytes())
+    except AttributeError:  # not a torch module: no weights to fingerprint, never reused
+        digest.update(uuid.uuid4().bytes)
+    name = f"geounet-model-{uuid.uuid4().hex[:16]}"
+    return spec, {"module": (model, metadata)}, digest.hexdigest(), name
+
+
 def predict_scenes(
     model: Any,
     scenes: Sequence[SceneInput],
@@ -311,33 +355,12 @@ def predict_scenes(
         GeounetError: Bad input (a missing or unreadable scene, bands that differ from the
             model's, two scenes with one stem), raised before any task is submitted.
     """
-    import hashlib  # noqa: PLC0415
-
-    from geounet.inference import ModelSpec, PredictOptions, scene_for_model  # noqa: PLC0415
-    from geounet.modelfile import read_model_metadata  # noqa: PLC0415
+    from geounet.inference import PredictOptions, scene_for_model  # noqa: PLC0415
 
     options = options or PredictOptions()
     cluster = cluster or ClusterOptions()
     named = _named_scenes(scenes)
-    if isinstance(model, str | Path) and Path(model).suffix.lower() == ".onnx":
-        raise ConfigError(
-            f"{model}: many scenes on dask run the torch engine only; give the .safetensors "
-            "model file, or predict the scenes one by one with the onnx engine."
-        )
-    if isinstance(model, str | Path):
-        payload = Path(model).read_bytes() if Path(model).is_file() else b""
-        spec = ModelSpec.from_metadata(read_model_metadata(model))  # names a missing file
-        plugin_kwargs: dict[str, Any] = {"payload": payload, "source": str(model)}
-        digest = hashlib.sha256(payload).hexdigest()
-    else:
-        if metadata is None:
-            raise ConfigError(
-                "predicting with an nn.Module needs metadata (bands, normalization, classes); "
-                "pass metadata=... or a model file path."
-            )
-        spec = metadata if isinstance(metadata, ModelSpec) else ModelSpec.from_metadata(metadata)
-        plugin_kwargs = {"module": (model, metadata)}
-        digest = uuid.uuid4().hex
+    spec, plugin_kwargs, _, plugin_name = _model_plugin(model, metadata)
     chip = options.chip_size or spec.chip_size
     overlap = options.overlap if options.overlap is not None else chip // 4
     if overlap >= chip:
@@ -361,7 +384,6 @@ def predict_scenes(
     start = time.perf_counter()
     from geounet._cluster import ModelPlugin, open_client, predict_task  # noqa: PLC0415
 
-    plugin_name = f"geounet-model-{digest[:16]}"
     with open_client(cluster.scheduler, workers, cluster.threads_per_worker) as client:
         try:
             # Loads the model on every worker now: a bad model file fails here, before any task.

@@ -27,6 +27,20 @@ from geounet.cli._scenes import ScenesFlags, check_scene_mode, report_scenes, sc
 )
 @scenes_options("--workers", "--dask-workers", gpu=True)
 @click.option(
+    "--mosaic",
+    "mosaic",
+    is_flag=True,
+    help="Predict SCENE (one large raster or VRT, or several overlapping scenes on one grid) as "
+    "one seamless map, in blocks on dask (--workers N or --scheduler ADDRESS); a rerun skips "
+    "finished blocks. See docs/cluster.md.",
+)
+@click.option(
+    "--block-size",
+    type=click.IntRange(min=16),
+    default=4096,
+    help="With --mosaic: output block side in pixels (a multiple of 16).",
+)
+@click.option(
     "--chip-size",
     type=int,
     default=None,
@@ -106,6 +120,8 @@ def predict(
     dask_workers: int | None,
     scheduler: str | None,
     retries: int,
+    mosaic: bool,
+    block_size: int,
     **options: object,
 ) -> None:
     """Predict SCENE with MODEL_FILE and write DIR/classes.tif (COG, palette, names).
@@ -117,14 +133,35 @@ def predict(
     glob; repeatable). Each scene is a task on a local dask cluster (--workers N) or a running
     one (--scheduler ADDRESS) and writes DIR/<scene-stem>/; DIR/run.json lists each scene's
     status, seconds and outputs. The exit status is 1 when a scene failed.
+
+    One huge mosaic: --mosaic cuts SCENE's map into blocks, each a dask task, and writes one
+    seamless map (the same pixels as predicting it in one process) into DIR: classes.tif,
+    classes.vrt over DIR/blocks/, item.json and mosaic.json. SCENE may then be several
+    overlapping scenes (put on one grid in DIR/mosaic.vrt). A rerun skips finished blocks.
     """
     from geounet._lock import folder_lock
     from geounet.inference import PredictOptions, predict_scene
 
     flags = ScenesFlags(scenes, dask_workers, scheduler, retries)
-    check_scene_mode(scene, flags, required=True)
+    if mosaic and (flags.scenes or not scene):
+        raise click.UsageError(
+            "--mosaic predicts SCENE (one raster, or several scenes), not --scenes."
+        )
+    if not mosaic:
+        check_scene_mode(scene, flags, required=True)
     opts = PredictOptions(compile=compile_model, **options)  # type: ignore[arg-type]
     with folder_lock(out, beside=True):
+        if mosaic:
+            from geounet.mosaic import MosaicOptions, predict_mosaic, report_mosaic
+
+            source = str(scene[0]) if len(scene) == 1 else [str(p) for p in scene]
+            report_mosaic(
+                predict_mosaic(
+                    str(model_file), source, out, options=opts, cluster=flags.cluster(),
+                    mosaic_options=MosaicOptions(block_size=block_size),
+                )
+            )  # fmt: skip
+            return
         if scenes:
             from geounet.distributed import predict_scenes, resolve_scenes
 
