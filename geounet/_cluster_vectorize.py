@@ -33,18 +33,18 @@ def polygonise_block_task(grid: Any, window: tuple[int, int, int, int]) -> dict[
         The block's finished regions (not on a seam), its open regions by label, the labels
         and classes along its four edges, and its label count.
     """
-    import rasterio  # noqa: PLC0415
     from rasterio.windows import Window  # noqa: PLC0415
 
+    from geounet.raster import open_raster  # noqa: PLC0415
     from geounet.vectorize import _SeamJoiner  # noqa: PLC0415
 
     col_off, row_off, width, height = window
     win = Window(col_off, row_off, width, height)
-    with rasterio.open(grid.class_path) as src:
+    with open_raster(grid.class_path, what="class raster") as src:
         data = src.read(1, window=win)
     probs = None
     if grid.prob_path is not None:
-        with rasterio.open(grid.prob_path) as src:
+        with open_raster(grid.prob_path, what="probabilities raster") as src:
             probs = src.read(window=win)
     joiner = _SeamJoiner()  # ids from 1: the client shifts them onto its own
     finished: list[Any] = []
@@ -111,7 +111,7 @@ def vectorize_raster_on_cluster(
     grid = _open_inputs(Path(class_path), probabilities_path, classes, simplify_m)
     _check_output(out)
     cluster = cluster or ClusterOptions()
-    height, width = grid.shape
+    height, width = grid.grid.shape  # the inputs (_Inputs) and their grid
     ncols = -(-width // block_size)
     nblocks = -(-height // block_size) * ncols
     workers = cluster.workers or max(1, min(nblocks, local_cpus()))
@@ -131,7 +131,7 @@ def _replay(client: Any, grid: Any, writer: Any, block_size: int, retries: int, 
     """The single-process block loop (``_vectorize_blocks``) with the blocks from the tasks."""
     from geounet.vectorize import _finish, _SeamJoiner  # noqa: PLC0415
 
-    height, width = grid.shape
+    height, width = grid.grid.shape
     windows = [
         (col_off, row_off, min(block_size, width - col_off), min(block_size, height - row_off))
         for row_off in range(0, height, block_size)

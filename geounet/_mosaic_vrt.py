@@ -21,6 +21,7 @@ import rasterio
 from geounet._files import write_text_atomic
 from geounet._vrt import VRT_TYPES
 from geounet.errors import CRSError, GridMismatchError, InputFileError
+from geounet.raster import open_raster
 
 
 @dataclass(frozen=True)
@@ -229,7 +230,7 @@ def _describe(path: Path) -> dict:
     if not path.is_file():
         raise InputFileError(f"mosaic scene {path} does not exist; check the path.")
     try:
-        with rasterio.open(path) as ds:
+        with open_raster(path, what="mosaic scene") as ds:
             if ds.crs is None:
                 raise CRSError(f"{path} has no CRS; assign one (gdal_edit.py -a_srs EPSG:...).")
             t = ds.transform

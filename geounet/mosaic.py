@@ -415,7 +415,10 @@ def _run_block(
             return
         cols_local = slice(block.col_off - ox, block.col_off - ox + block.width)
         values = strip.values[:, g0 - top : g1 - top, cols_local]
-        writer.put(MergedStrip(Window(0, g0 - block.row_off, block.width, g1 - g0), values))
+        # The last channel is the blended valid mask: every chip gives a pixel the same 0/1,
+        # so it is the scene's valid mask exactly (what predict_scene takes from its reader).
+        window = Window(0, g0 - block.row_off, block.width, g1 - g0)
+        writer.put(MergedStrip(window, values[:-1]), values[-1] >= 0.5)
 
     try:
         for batch, x, valids in _iter_batches(info, spec, run, options, engine.raw_input):
@@ -455,7 +458,13 @@ def assemble_task(
     from geounet._qml import category_names_aux_xml, paletted_raster_qml  # noqa: PLC0415
     from geounet.classes import SCHEME_TAG, ClassScheme  # noqa: PLC0415
     from geounet.inference import write_preview  # noqa: PLC0415
-    from geounet.raster import GDAL_ENV, open_block_writer, open_scene, write_cog  # noqa: PLC0415
+    from geounet.raster import (  # noqa: PLC0415
+        GDAL_ENV,
+        open_block_writer,
+        open_raster,
+        open_scene,
+        write_cog,
+    )
     from geounet.stac import ItemAssets, write_stac_item  # noqa: PLC0415
 
     out = Path(out_dir)
@@ -507,10 +516,12 @@ def assemble_task(
             for b in blocks:
                 window = rasterio.windows.Window(b.col_off, b.row_off, b.width, b.height)
                 folder = out / BLOCKS_DIR / b.block_id
-                with rasterio.open(folder / "classes.tif") as src:
+                with open_raster(folder / "classes.tif", what="block class raster") as src:
                     writer.write(src.read(), window=window)
                 if prob_writer is not None:
-                    with rasterio.open(folder / "probabilities.tif") as src:
+                    with open_raster(
+                        folder / "probabilities.tif", what="block probabilities"
+                    ) as src:
                         prob_writer.write(src.read(), window=window)
                         prob_writer.write_mask(src.read_masks(1) > 0, window=window)
             writer.close()
