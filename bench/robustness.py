@@ -122,10 +122,10 @@ def main() -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    from geounet.classes import ClassMap
-    from geounet.evaluate import evaluate_prediction
     from dataclasses import replace
 
+    from geounet.classes import ClassMap
+    from geounet.evaluate import evaluate_prediction
     from geounet.inference import predict_scene
     from geounet.modelfile import load_model_file
     from geounet.sample_data import brandenburg_s2, demo_job_path
