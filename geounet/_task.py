@@ -5,6 +5,7 @@ Kept apart from :mod:`geounet.training` (which re-exports them) so each module s
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -93,6 +94,9 @@ class SegmentationTask(pl.LightningModule):
         optimizer: :class:`OptimizerOptions` fields as a dict (default options when None).
         ignore_index: Label value excluded from loss and metrics.
         channels_last: Run the model in channels-last memory layout.
+        ema: Decay of an exponential moving average of the weights (``None``: none). The
+            average (:attr:`ema_model`, saved in every checkpoint) is what validation scores
+            and :attr:`inference_model` returns; the optimiser steps the raw weights.
 
     Raises:
         ConfigError: Unknown model, loss or option; fewer than 2 classes.
@@ -108,6 +112,7 @@ class SegmentationTask(pl.LightningModule):
         optimizer: Mapping[str, Any] | None = None,
         ignore_index: int = 255,
         channels_last: bool = False,
+        ema: float | None = None,
     ) -> None:
         from torchmetrics import MetricCollection
         from torchmetrics.classification import (
@@ -140,6 +145,12 @@ class SegmentationTask(pl.LightningModule):
         self.channels_last = channels_last
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        if ema is not None and not 0 < ema < 1:
+            raise ConfigError(f"ema must be in (0, 1) or None, got {ema}.")
+        self.ema_decay = ema
+        self.ema_model: torch.nn.Module | None = None
+        if ema is not None:
+            self.ema_model = copy.deepcopy(self.model).requires_grad_(False)
         common = {"num_classes": k, "ignore_index": ignore_index}
         self.val_metrics = MetricCollection(
             {
@@ -157,12 +168,37 @@ class SegmentationTask(pl.LightningModule):
         self.last_val_confusion: np.ndarray | None = None
         self.run_config: dict[str, Any] | None = None
 
+    @property
+    def inference_model(self) -> torch.nn.Module:
+        """The weights to validate and ship: the moving average when ``ema`` is set."""
+        return self.ema_model if self.ema_model is not None else self.model
+
     def forward(self, x: Tensor) -> Tensor:
-        """Logits ``B x K x H x W`` of a normalised ``B x C x H x W`` batch."""
+        """Logits ``B x K x H x W`` of a normalised ``B x C x H x W`` batch (raw weights)."""
+        return self._logits(self.model, x)
+
+    def _logits(self, model: torch.nn.Module, x: Tensor) -> Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        logits: Tensor = self.model(x)
+        logits: Tensor = model(x)
         return logits
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Move the weight average towards the weights of this step."""
+        if self.ema_model is None or self.ema_decay is None:
+            return
+        step = self.global_step
+        # The usual warm-up (decay (1 + t) / (10 + t) early on), so the random initial
+        # weights are forgotten within the first epochs of a short run.
+        decay = min(self.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for avg, new in zip(self.ema_model.parameters(), self.model.parameters(), strict=True):
+                avg.lerp_(new.detach(), 1.0 - decay)
+            for avg, new in zip(self.ema_model.buffers(), self.model.buffers(), strict=True):
+                if avg.dtype.is_floating_point:
+                    avg.lerp_(new, 1.0 - decay)  # batch-norm statistics follow the weights
+                else:
+                    avg.copy_(new)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         """Loss of one batch; logged as ``train_loss`` per step and per epoch."""
@@ -177,7 +213,7 @@ class SegmentationTask(pl.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Accumulate the loss and the metric states of one validation batch."""
         image, mask = batch["image"], batch["mask"]
-        logits = self(image)
+        logits = self._logits(self.inference_model, image)
         loss = self.loss_fn(logits, mask)
         preds = logits.argmax(dim=1)
         self.val_metrics.update(preds, mask)
@@ -241,6 +277,7 @@ class ChipDataModule(pl.LightningDataModule):
         augment: Training augmentation (validation chips are never augmented).
         recipe: Input recipe (scaling, offset, index channels) of both splits.
         jitter: Spectral gain/offset jitter of the training split.
+        cache_mb: In-memory chip cache of each split, MiB (see :class:`ChipDataset`).
     """
 
     def __init__(
@@ -252,14 +289,16 @@ class ChipDataModule(pl.LightningDataModule):
         augment: Augment | None = None,
         recipe: InputRecipe | None = None,
         jitter: SpectralJitter | None = None,
+        cache_mb: float = 0.0,
     ) -> None:
         super().__init__()
         self.chips_dir = Path(chips_dir)
         self.batch_size, self.num_workers, self.augment = batch_size, num_workers, augment
         self.train_set = ChipDataset(
-            self.chips_dir, "train", transforms=augment, recipe=recipe, jitter=jitter
-        )
-        self.val_set = ChipDataset(self.chips_dir, "val", recipe=recipe)
+            self.chips_dir, "train", transforms=augment, recipe=recipe, jitter=jitter,
+            cache_mb=cache_mb,
+        )  # fmt: skip
+        self.val_set = ChipDataset(self.chips_dir, "val", recipe=recipe, cache_mb=cache_mb)
         for split, dataset in (("train", self.train_set), ("val", self.val_set)):
             if len(dataset) == 0:
                 raise LabelError(

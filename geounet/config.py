@@ -447,6 +447,9 @@ class InputSection(_Model):
         default_factory=lambda: {"red": "B04", "green": "B03", "nir": "B08", "swir1": "B11"},
         description="band name of each index role (Landsat 8/9: B4, B3, B5, B6)",
     )
+    normalize: Literal["training", "scene"] = Field(
+        "training", description="band statistics: the training scene's, or each scene's own"
+    )
 
 
 Precision = Literal["32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true"]
@@ -471,6 +474,12 @@ class TrainConfig(_Model):
     epochs: int = Field(50, ge=1, description="maximum number of epochs")
     batch_size: int = Field(8, ge=1, description="chips per batch (per device)")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0: main process)")
+    cache_mb: float = Field(
+        1024, ge=0, description="keep train/val chips in memory up to this many MiB each (0: off)"
+    )
+    ema: float | None = Field(
+        None, gt=0, lt=1, description="decay of a moving average of the weights (e.g. 0.99)"
+    )
     precision: Precision = Field("32-true", description="Lightning precision; bf16-mixed on GPUs")
     accelerator: str = Field("auto", description="cpu, gpu, mps or auto")
     devices: int | str | list[int] = Field(
@@ -512,9 +521,12 @@ class TrainConfig(_Model):
             dn_offset=self.input.dn_offset,
             indices=tuple(self.input.indices),
             index_bands={**SENTINEL2_INDEX_BANDS, **self.input.index_bands},
+            normalize=self.input.normalize,
             epochs=self.epochs,
             batch_size=self.batch_size,
             num_workers=self.num_workers,
+            cache_mb=self.cache_mb,
+            ema=self.ema,
             precision=self.precision,
             accelerator=self.accelerator,
             devices=self.devices,

@@ -102,6 +102,12 @@ class RawInputModel(nn.Module):
         recipe = spec.recipe
         # A model file's input recipe (harmonising offset, scale, index channels) is the same
         # arithmetic as InputRecipe.apply, so the graph takes raw DN like the model file does.
+        if recipe is not None and recipe.normalize == "scene":
+            raise ConfigError(
+                "this model normalises each scene with its own band statistics (normalize: "
+                "scene), which a fixed ONNX graph cannot; retrain with normalize: training to "
+                "export it."
+            )
         if recipe is not None:
             norm = recipe.band_normalization
             mean, std = np.asarray(norm.mean, np.float32), norm.divisor

@@ -288,7 +288,9 @@ def _score_fold(
     from geounet.training import confusion_matrix, evaluate_chips
 
     loaded = load_model_file(model_path)
-    test = ChipDataset(fold_chips, "test", stats=loaded.metadata.normalization)
+    # The model's own input recipe (reflectance scale, offset, index channels), as predict
+    # applies it: the folder's plain statistics would feed a recipe model the wrong input.
+    test = ChipDataset(fold_chips, "test", recipe=loaded.metadata.input_recipe())
     scheme = test.info.classes
     confusion = evaluate_chips(loaded.model, test, batch_size=batch_size).confusion
     scores: dict[str, Any] = {"unet": metrics_from_confusion(confusion, scheme.names)}

@@ -232,6 +232,8 @@ def predict_scene(
 
         offset = resolve_offset(options.dn_offset, info.paths, default=spec.recipe.offset)
         spec = dataclasses.replace(spec, scene_offset=offset)
+        if spec.recipe.normalize == "scene":
+            spec = _scene_normalized(spec, info, engine.raw_input)
     chip = options.chip_size or spec.chip_size
     overlap = options.overlap if options.overlap is not None else chip // 4
     if overlap >= chip:
@@ -306,6 +308,20 @@ def _cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def _scene_normalized(spec: ModelSpec, info: SceneInfo, raw_input: bool) -> ModelSpec:
+    """The spec of a ``normalize: scene`` model with this scene's own band statistics."""
+    from geounet.radiometry import scene_normalization  # noqa: PLC0415
+
+    if raw_input:
+        raise ConfigError(
+            f"{info.name}: this model normalises each scene with its own statistics "
+            "(normalize: scene), which an exported ONNX graph cannot; predict with --engine torch."
+        )
+    recipe = spec.recipe.for_scene(scene_normalization(info), spec.scene_offset)
+    log.info("%s: normalised with its own band statistics (normalize: scene)", info.name)
+    return dataclasses.replace(spec, recipe=recipe)
 
 
 def _read_chip(

@@ -19,6 +19,10 @@ A model sees its scene through an :class:`InputRecipe`, stored in the model file
 4. **Normalise** the bands with the training chips' mean and standard deviation, carried into
    the harmonised units (``mean' = (mean + offset) * scale``, ``std' = std * scale``), so that on
    the training scene the result equals the plain ``(DN - mean) / std`` of older geounet.
+   With ``normalize: scene`` predict uses the predicted scene's own band mean and standard
+   deviation instead (:func:`scene_normalization`, over its valid pixels): a per-band gain and
+   offset of a new date or calibration then cancel exactly, at the price of assuming the new
+   scene holds a similar mix of land cover (a scene of mostly sea gets other statistics).
 
 The default recipe (scale 1, offset 0, no indices) is exactly the normalisation of model files
 written before recipes existed, which therefore load and predict unchanged.
@@ -30,7 +34,7 @@ import logging
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +58,9 @@ INDEX_FORMULAS: dict[str, tuple[str, str]] = {
 
 SENTINEL2_INDEX_BANDS: dict[str, str] = {"red": "B04", "green": "B03", "nir": "B08", "swir1": "B11"}
 """Band names of each index role for Sentinel-2 (Landsat 8/9: B4, B3, B5, B6)."""
+
+NORMALIZE_MODES = ("training", "scene")
+"""Whose band statistics normalise the input: the training scene's, or each scene's own."""
 
 _METADATA_FILES = ("MTD_MSIL1C.xml", "MTD_MSIL2A.xml")
 _OFFSET_TAGS = ("RADIO_ADD_OFFSET", "BOA_ADD_OFFSET")
@@ -109,9 +116,11 @@ class InputRecipe:
             product of baseline >= 04.00, else 0).
         indices: Index channels appended after the bands (names of :data:`INDEX_FORMULAS`).
         index_bands: Band name of each index role (``red``, ``green``, ``nir``, ``swir1``).
+        normalize: ``training``: the training statistics; ``scene``: each predicted scene's own
+            (:meth:`for_scene`; training uses its scene's, which ``stats.json`` holds).
 
     Raises:
-        ConfigError: An unknown index, or ``scale <= 0``.
+        ConfigError: An unknown index or ``normalize``, or ``scale <= 0``.
         BandMismatchError: An index needs a band the scene does not have.
     """
 
@@ -121,8 +130,13 @@ class InputRecipe:
     offset: float = 0.0
     indices: tuple[str, ...] = ()
     index_bands: Mapping[str, str] = field(default_factory=lambda: dict(SENTINEL2_INDEX_BANDS))
+    normalize: str = "training"
 
     def __post_init__(self) -> None:
+        if self.normalize not in NORMALIZE_MODES:
+            raise ConfigError(
+                f"normalize must be one of {list(NORMALIZE_MODES)}, got {self.normalize!r}."
+            )
         if not self.scale > 0:
             raise ConfigError(f"radiometric scale must be > 0, got {self.scale}.")
         if len(self.bands) != self.normalization.count:
@@ -199,14 +213,31 @@ class InputRecipe:
             channels.append(index[None])
         return np.concatenate(channels) if len(channels) > 1 else channels[0]
 
+    def for_scene(self, normalization: Normalization, offset: float) -> InputRecipe:
+        """This recipe with a scene's own statistics (raw DN) and DN offset.
+
+        ``apply(data)`` of the result gives ``(DN - mean) / std`` of the scene in every band,
+        so ``DN * g + o`` of the same ground gives the same input; index channels are still
+        computed from the harmonised values.
+        """
+        if normalization.count != len(self.bands):
+            raise BandMismatchError(
+                f"{normalization.count} band statistics for the {len(self.bands)} bands "
+                f"{list(self.bands)}."
+            )
+        return replace(self, normalization=normalization, offset=offset)
+
     def to_dict(self) -> dict[str, Any]:
         """The model file's ``input`` entry (bands and statistics are stored beside it)."""
-        return {
+        out: dict[str, Any] = {
             "scale": self.scale,
             "offset": self.offset,
             "indices": list(self.indices),
             "index_bands": dict(self.index_bands),
         }
+        if self.normalize != "training":  # absent: files without the key read as before
+            out["normalize"] = self.normalize
+        return out
 
     @classmethod
     def from_dict(
@@ -221,12 +252,54 @@ class InputRecipe:
             offset=float(data.get("offset", 0.0)),
             indices=tuple(str(i) for i in data.get("indices", ())),
             index_bands=dict(data.get("index_bands") or SENTINEL2_INDEX_BANDS),
+            normalize=str(data.get("normalize", "training")),
         )
 
     @property
     def is_default(self) -> bool:
         """True for the plain ``(DN - mean) / std`` of model files without a recipe."""
-        return self.scale == 1.0 and self.offset == 0.0 and not self.indices
+        return (
+            self.scale == 1.0
+            and self.offset == 0.0
+            and not self.indices
+            and self.normalize == "training"
+        )
+
+
+def scene_normalization(scene: Any, *, step: int = 2, block: int = 1024) -> Normalization:
+    """Per-band mean and standard deviation (raw DN) of a scene's valid pixels.
+
+    Args:
+        scene: A :class:`geounet.raster.SceneInfo`.
+        step: Use every ``step``-th pixel in both directions (2: a quarter of the pixels;
+            the mean of a 1536 x 768 scene moves by well under 0.1 % of its std).
+        block: Side of the windows read at a time, pixels.
+
+    Raises:
+        InputFileError: The scene has no valid pixel.
+    """
+    from rasterio.windows import Window
+
+    height, width = scene.shape
+    total = np.zeros(scene.count)
+    total_sq = np.zeros(scene.count)
+    n = 0
+    for row in range(0, height, block):
+        for col in range(0, width, block):
+            window = Window(col, row, min(block, width - col), min(block, height - row))
+            data, valid = scene.read_valid(window)
+            pixels = data[:, ::step, ::step][:, valid[::step, ::step]].astype(np.float64)
+            total += pixels.sum(axis=1)
+            total_sq += (pixels**2).sum(axis=1)
+            n += pixels.shape[1]
+    if n == 0:
+        raise InputFileError(
+            f"{scene.name}: no valid pixel to compute the scene statistics that this model's "
+            "normalize: scene needs; check the scene's nodata value (--nodata)."
+        )
+    mean = total / n
+    std = np.sqrt(np.maximum(total_sq / n - mean**2, 0.0))
+    return Normalization(tuple(float(v) for v in mean), tuple(float(v) for v in std))
 
 
 def parse_scale(value: str | float) -> float:

@@ -99,9 +99,18 @@ class TrainingOptions:
             Sentinel-2 product metadata: -1000 from baseline 04.00, else 0).
         indices: Index channels (``ndvi``, ``ndwi``, ``ndbi``) appended to the bands.
         index_bands: Band name of each index role (``red``, ``green``, ``nir``, ``swir1``).
+        normalize: ``training`` (the training statistics, stored in the model file) or
+            ``scene`` (predict normalises each scene with its own band statistics, which makes
+            the model blind to a per-band gain and offset; the ONNX engine cannot).
         epochs: Maximum number of epochs.
         batch_size: Chips per batch and device.
         num_workers: DataLoader worker processes (0 reads in the main process).
+        cache_mb: Keep the train and val chips in memory after their first read, up to this
+            many MiB per split (0 reads every time; each DataLoader worker holds its own).
+            Results are identical; a demo-sized epoch on 2 CPU cores is about a third faster.
+        ema: Decay of an exponential moving average of the weights (e.g. ``0.99``), updated
+            after every step; validation, the best checkpoint and the model file then use the
+            averaged weights. ``None`` trains and ships the raw weights.
         precision: Lightning precision (``32-true``; ``bf16-mixed`` on recent GPUs).
         accelerator: ``auto``, ``cpu``, ``gpu``, ``mps``.
         devices: Devices per node: a count, a list of ids or ``auto``.
@@ -130,9 +139,12 @@ class TrainingOptions:
     dn_offset: float | str = "auto"
     indices: tuple[str, ...] = ()
     index_bands: Mapping[str, str] = field(default_factory=lambda: dict(SENTINEL2_INDEX_BANDS))
+    normalize: str = "training"
     epochs: int = 50
     batch_size: int = 8
     num_workers: int = 0
+    cache_mb: float = 1024.0
+    ema: float | None = None
     precision: str = "32-true"
     accelerator: str = "auto"
     devices: int | str | Sequence[int] = "auto"
@@ -153,6 +165,10 @@ class TrainingOptions:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.num_workers < 0 or self.val_samples < 0:
             raise ConfigError("num_workers and val_samples must be >= 0.")
+        if self.cache_mb < 0:
+            raise ConfigError(f"cache_mb must be >= 0, got {self.cache_mb}.")
+        if self.ema is not None and not 0 < self.ema < 1:
+            raise ConfigError(f"ema must be in (0, 1) or None, got {self.ema}.")
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"patience must be >= 1 or None, got {self.patience}.")
 
@@ -378,6 +394,7 @@ def _fit(
         optimizer=asdict(options.optimizer),
         ignore_index=info.classes.ignore_index,
         channels_last=options.channels_last,
+        ema=options.ema,
     )
     run_config = {"chips_dir": str(info.path.resolve()), "options": options.to_dict()}
     run_config["loss_options"] = loss_options  # with class_weights: auto resolved
@@ -389,6 +406,7 @@ def _fit(
         augment=options.augment,
         recipe=recipe,
         jitter=options.spectral,
+        cache_mb=options.cache_mb,
     )
     callbacks, loggers = _callbacks_and_loggers(out, options)
     if ckpt_path is not None:
@@ -481,6 +499,7 @@ def _input_recipe(info: ChipsInfo, options: TrainingOptions) -> InputRecipe:
         offset=resolve_offset(options.dn_offset, paths),
         indices=tuple(options.indices),
         index_bands=dict(options.index_bands),
+        normalize=options.normalize,
     )
 
 
@@ -516,7 +535,7 @@ def _finish(
     task.load_state_dict(checkpoint["state_dict"])
     best_epoch = int(checkpoint.get("epoch", run.epochs - 1))
     # Evaluate where training ran (a GPU stays a GPU); save_model_file copies to the CPU.
-    model = task.model.eval()
+    model = task.inference_model.eval()
     options = run.config["options"]
     evaluation = evaluate_chips(
         model, data.val_set, batch_size=options["batch_size"], keep=options["val_samples"]

@@ -17,7 +17,7 @@ from geounet.data import (
     collate_samples,
     read_chips_info,
 )
-from geounet.errors import BandMismatchError, InputFileError
+from geounet.errors import BandMismatchError, ConfigError, InputFileError
 from geounet.tiling import read_index
 
 
@@ -116,3 +116,42 @@ def test_bad_inputs_are_clear_errors(tmp_path, chips):
         ChipDataset(tmp_path / "nope")
     with pytest.raises(ValueError, match="split must be one of"):
         ChipDataset(chips, "validation")
+
+
+@pytest.mark.parametrize("jitter", [False, True])
+def test_cached_chips_give_the_same_samples_without_reading_again(tmp_path, jitter):
+    import shutil
+
+    from geounet.data import Augment, read_chips_info
+    from geounet.radiometry import InputRecipe, SpectralJitter
+
+    chips = make_chips(tmp_path)
+    info = read_chips_info(chips)
+    recipe = InputRecipe(info.bands, info.normalization, scale=1e-4, indices=("ndvi",))
+    spectral = SpectralJitter(gain=0.1) if jitter else None
+    augment = Augment(dihedral=True, noise=0.05)
+
+    def epoch(ds: ChipDataset) -> list[dict]:
+        torch.manual_seed(3)
+        return [ds[i] for i in range(len(ds))]
+
+    plain = ChipDataset(chips, "train", transforms=augment, recipe=recipe, jitter=spectral)
+    cached = ChipDataset(
+        chips, "train", transforms=augment, recipe=recipe, jitter=spectral, cache_mb=64
+    )
+    expected, first = epoch(plain), epoch(cached)
+    moved = tmp_path / "moved"
+    shutil.move(chips / "images", moved)  # a second epoch must come from memory
+    second = epoch(cached)
+    for a, b, c in zip(expected, first, second, strict=True):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["image"], c["image"])
+        assert torch.equal(a["mask"], c["mask"]) and a["transform"] == c["transform"]
+    # In-place changes by a caller do not reach the cache.
+    second[0]["image"].zero_()
+    assert torch.equal(epoch(cached)[0]["image"], expected[0]["image"])
+    # A budget smaller than one chip caches nothing: the files are read (and now missing).
+    none = ChipDataset(chips, "train", recipe=recipe, cache_mb=1e-3)
+    with pytest.raises(Exception, match="images"):
+        none[0]
+    with pytest.raises(ConfigError, match="cache_mb"):
+        ChipDataset(chips, "train", cache_mb=-1)

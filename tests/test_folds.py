@@ -204,3 +204,22 @@ def test_cross_validation_scores_only(tmp_path: Path) -> None:
     assert not any((tmp_path / "cv").glob("fold_*"))
     assert set(result.summary) == {"unet"}
     assert result.summary["unet"]["miou"]["n"] == 3
+
+
+def test_cross_validation_scores_a_recipe_model_with_its_recipe(tmp_path: Path) -> None:
+    """A fold model trained on reflectance + an index channel is scored on the same input."""
+    from geounet.data import ChipDataset
+    from geounet.modelfile import load_model_file
+    from geounet.radiometry import REFLECTANCE_SCALE
+    from geounet.training import evaluate_chips
+
+    chips = make_chips(tmp_path)
+    recipe = replace(TINY, epochs=1, scale=REFLECTANCE_SCALE, indices=("ndvi",))
+    result = cross_validate(chips, tmp_path / "cv", folds=3, options=recipe)
+    run = result.per_fold[0]
+    loaded = load_model_file(tmp_path / "cv" / f"fold_{run['fold']}" / "model.safetensors")
+    assert loaded.metadata.input_recipe().in_channels == 5  # 4 bands + NDVI
+    fold_chips = tmp_path / "cv" / f"fold_{run['fold']}" / "chips"
+    test = ChipDataset(fold_chips, "test", recipe=loaded.metadata.input_recipe())
+    expected = evaluate_chips(loaded.model, test, batch_size=4).confusion
+    assert np.array_equal(np.asarray(run["unet"]["confusion_matrix"]["matrix"]), expected)

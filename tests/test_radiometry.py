@@ -23,6 +23,7 @@ from geounet.radiometry import (
     InputRecipe,
     SpectralJitter,
     read_product_offset,
+    scene_normalization,
 )
 from geounet.raster import open_scene
 from geounet.tiling import read_index
@@ -296,3 +297,68 @@ def test_an_exported_onnx_graph_applies_the_recipe_like_the_model_file(recipe_ru
                 by[engine] = src.read().astype(int)
         # uint8 probabilities: float32 rounding in another order moves a value by 1 at most.
         assert np.abs(by["torch"] - by["onnx"]).max() <= 1
+
+
+GAINS = (0.9, 1.1, 0.87, 1.13)
+
+
+def _recalibrated_copy(scene: Path, out: Path) -> Path:
+    """The scene after a new calibration: a gain per band, then the +1000 DN offset."""
+    with rasterio.open(scene) as src:
+        profile, data = src.profile, src.read()
+    new = np.rint(data * np.asarray(GAINS)[:, None, None]) + 1000
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(np.where(data == 0, 0, new).astype(data.dtype))
+        dst.descriptions = BANDS
+    return out
+
+
+@pytest.fixture(scope="module")
+def scene_norm_run(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("scene_norm")
+    chips = make_chips(root)
+    options = TrainingOptions(
+        model_options={"depth": 2, "base_channels": 4},
+        optimizer=OptimizerOptions(lr=0.02, warmup_fraction=0.0),
+        scale=REFLECTANCE_SCALE, indices=(), normalize="scene", epochs=2, batch_size=2,
+        progress_bar=False, val_samples=1, patience=None,
+    )  # fmt: skip
+    return chips, fit(chips, root / "run", options=options)
+
+
+def test_scene_statistics_match_the_tiling_statistics(scene_norm_run):
+    chips, _ = scene_norm_run
+    info = read_chips_info(chips)
+    scene = open_scene(json.loads((chips / "tiling.json").read_text())["scene"]["paths"])
+    norm = scene_normalization(scene, step=1)
+    np.testing.assert_allclose(norm.mean, info.normalization.mean, rtol=1e-6)
+    np.testing.assert_allclose(norm.std, info.normalization.std, rtol=1e-4)
+
+
+def test_scene_normalisation_cancels_a_per_band_gain_and_offset(scene_norm_run, tmp_path):
+    chips, run = scene_norm_run
+    meta = read_model_metadata(run.model_path)
+    assert meta.recipe["normalize"] == "scene"
+    scene = Path(json.loads((chips / "tiling.json").read_text())["scene"]["paths"][0])
+    shifted = _recalibrated_copy(scene, tmp_path / "shifted.tif")
+    base = predict_scene(run.model_path, scene, tmp_path / "a", probabilities=True, device="cpu")
+    new = predict_scene(run.model_path, shifted, tmp_path / "b", probabilities=True, device="cpu")
+    with rasterio.open(base.probabilities) as a, rasterio.open(new.probabilities) as b:
+        pa, pb = a.read().astype(float), b.read().astype(float)
+    # Only the rounding of DN * gain to integers differs (at most 0.5 DN of ~150 DN noise).
+    assert np.abs(pa - pb).max() < 0.05 * pa.max()
+    with rasterio.open(base.classes) as a, rasterio.open(new.classes) as b:
+        assert (a.read(1) == b.read(1)).mean() > 0.99
+    from geounet.export import export_onnx
+
+    with pytest.raises(ConfigError, match="normalize: scene"):
+        export_onnx(run.model_path, tmp_path / "m.onnx")
+
+
+def test_normalize_is_checked_and_absent_from_training_recipes():
+    with pytest.raises(ConfigError, match="normalize"):
+        InputRecipe(BANDS, NORM, normalize="chip")
+    assert "normalize" not in InputRecipe(BANDS, NORM, scale=REFLECTANCE_SCALE).to_dict()
+    scene = InputRecipe(BANDS, NORM, normalize="scene")
+    assert not scene.is_default
+    assert InputRecipe.from_dict(scene.to_dict(), BANDS, NORM) == scene

@@ -142,3 +142,41 @@ def test_confusion_metrics_follow_torchmetrics_macro_rules():
 
     tm = multiclass_jaccard_index(torch.tensor(pred), torch.tensor(target), 4, ignore_index=255)
     assert float(tm) == pytest.approx(m["miou"])
+
+
+def test_ema_update_moves_the_average_towards_the_weights():
+    from geounet.training import SegmentationTask
+
+    arch = {"name": "unet", "in_channels": 2, "num_classes": 2, "options": {"depth": 2,
+            "base_channels": 4}}  # fmt: skip
+    task = SegmentationTask(arch, ["a", "b"], ema=0.5)
+    assert task.inference_model is task.ema_model
+    with torch.no_grad():
+        for p in task.model.parameters():
+            p.fill_(1.0)
+        for p in task.ema_model.parameters():
+            p.zero_()
+    task.on_train_batch_end(None, None, 0)
+    # Step 0: the warm-up decay (1 + 0) / (10 + 0) = 0.1 is below 0.5, so avg = 0.9 * 1.
+    for p in task.ema_model.parameters():
+        assert torch.allclose(p, torch.full_like(p, 0.9))
+        assert not p.requires_grad
+    assert SegmentationTask(arch, ["a", "b"]).inference_model is not None
+    with pytest.raises(ConfigError, match="ema"):
+        SegmentationTask(arch, ["a", "b"], ema=1.0)
+
+
+def test_ema_run_ships_and_validates_the_averaged_weights(chips, tmp_path):
+    run = fit(chips, tmp_path / "ema", options=replace(TINY, ema=0.9))
+    ckpt = torch.load(run.best_checkpoint, weights_only=True)["state_dict"]
+    shipped = load_model_file(run.model_path).model.state_dict()
+    averaged = {k.removeprefix("ema_model."): v for k, v in ckpt.items() if k.startswith("ema_")}
+    raw = {k.removeprefix("model."): v for k, v in ckpt.items() if k.startswith("model.")}
+    assert averaged.keys() == shipped.keys() == raw.keys()
+    assert all(torch.equal(shipped[k], averaged[k]) for k in shipped)
+    assert not all(torch.equal(shipped[k], raw[k]) for k in shipped)
+    # metrics.json (numpy, shipped weights) equals the logged val_miou of the best epoch.
+    row = _epochs(run.out_dir).iloc[run.best_epoch]
+    assert row["val_miou"] == pytest.approx(run.metrics["miou"], abs=1e-5)
+    with pytest.raises(ConfigError, match="ema"):
+        TrainingOptions(ema=0.0)
