@@ -94,20 +94,16 @@ def vectorize_raster_on_cluster(
     from geounet._cluster import local_cpus, open_client  # noqa: PLC0415
     from geounet._files import staged_file, write_errors  # noqa: PLC0415
     from geounet.distributed import ClusterOptions  # noqa: PLC0415
-    from geounet.errors import ConfigError  # noqa: PLC0415
     from geounet.vectorize import (  # noqa: PLC0415
         LAYER_NAME,
         _check_output,
+        _check_settings,
         _LayerWriter,
         _open_inputs,
     )
 
     out = Path(out_path)
-    if simplify_m < 0 or min_area_m2 < 0 or int(block_size) != block_size or block_size < 2:
-        raise ConfigError(
-            f"simplify_m ({simplify_m}) and min_area_m2 ({min_area_m2}) must be >= 0 and "
-            f"block_size ({block_size}) an integer >= 2."
-        )
+    _check_settings(simplify_m, min_area_m2, block_size)
     grid = _open_inputs(Path(class_path), probabilities_path, classes, simplify_m)
     _check_output(out)
     cluster = cluster or ClusterOptions()

@@ -17,6 +17,17 @@ from geounet.classes import ClassScheme
 _HEADER = "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
 
 
+_RASTER_PIPE_END = (
+    '    <brightnesscontrast brightness="0" contrast="0" gamma="1"/>\n'
+    '    <huesaturation saturation="0" grayscaleMode="0" colorizeOn="0"/>\n'
+    '    <rasterresampler maxOversampling="2"/>\n'
+    "  </pipe>\n"
+    "  <blendMode>0</blendMode>\n"
+    "</qgis>\n"
+)
+"""The end of a raster layer's QML after its renderer: the same for every raster style."""
+
+
 def paletted_raster_qml(scheme: ClassScheme) -> str:
     """QML of a paletted renderer: one entry per class with its colour and name."""
     entries = "\n".join(
@@ -35,12 +46,7 @@ def paletted_raster_qml(scheme: ClassScheme) -> str:
         + entries
         + "\n      </colorPalette>\n"
         + "    </rasterrenderer>\n"
-        + '    <brightnesscontrast brightness="0" contrast="0" gamma="1"/>\n'
-        + '    <huesaturation saturation="0" grayscaleMode="0" colorizeOn="0"/>\n'
-        + '    <rasterresampler maxOversampling="2"/>\n'
-        + "  </pipe>\n"
-        + "  <blendMode>0</blendMode>\n"
-        + "</qgis>\n"
+        + _RASTER_PIPE_END
     )
 
 
@@ -208,12 +214,7 @@ def probability_ramp_qml(scheme: ClassScheme, *, band: int | None = None) -> str
         + "\n        </colorrampshader>\n"
         + "      </rastershader>\n"
         + "    </rasterrenderer>\n"
-        + '    <brightnesscontrast brightness="0" contrast="0" gamma="1"/>\n'
-        + '    <huesaturation saturation="0" grayscaleMode="0" colorizeOn="0"/>\n'
-        + '    <rasterresampler maxOversampling="2"/>\n'
-        + "  </pipe>\n"
-        + "  <blendMode>0</blendMode>\n"
-        + "</qgis>\n"
+        + _RASTER_PIPE_END
     )
 
 

@@ -158,11 +158,7 @@ def vectorize_raster(
         OutputError: ``out_path`` is not a ``.gpkg`` in a writable folder.
     """
     out = Path(out_path)
-    if simplify_m < 0 or min_area_m2 < 0 or int(block_size) != block_size or block_size < 2:
-        raise ConfigError(
-            f"simplify_m ({simplify_m}) and min_area_m2 ({min_area_m2}) must be >= 0 and "
-            f"block_size ({block_size}) an integer >= 2."
-        )
+    _check_settings(simplify_m, min_area_m2, block_size)
     inputs = _open_inputs(Path(class_path), probabilities_path, classes, simplify_m)
     _check_output(out)
     # A GeoPackage is written through SQLite: a full disk says "database or disk is full".
@@ -172,6 +168,15 @@ def vectorize_raster(
         writer.close()
     logger.info("wrote %d polygons to %s (layer %r)", writer.count, out, LAYER_NAME)
     return out
+
+
+def _check_settings(simplify_m: float, min_area_m2: float, block_size: int) -> None:
+    """Refuse negative tolerances and block sizes that are not integers >= 2."""
+    if simplify_m < 0 or min_area_m2 < 0 or int(block_size) != block_size or block_size < 2:
+        raise ConfigError(
+            f"simplify_m ({simplify_m}) and min_area_m2 ({min_area_m2}) must be >= 0 and "
+            f"block_size ({block_size}) an integer >= 2."
+        )
 
 
 def _open_inputs(
